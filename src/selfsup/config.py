@@ -1,0 +1,339 @@
+"""Typed configuration: dataclass defaults, YAML presets as small diffs, dotted overrides.
+
+A preset is a YAML file in ``selfsup/configs`` (or any path) holding only what differs from the
+defaults below; ``base: other-preset`` chains presets. Overrides are ``key.sub=value`` strings
+parsed as YAML scalars (``train.epochs=10``, ``data.views.0.size=32``). Unknown keys and wrongly
+typed values are errors that name the key and the file they came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .methods import METHODS, MethodConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key (and file) at fault."""
+
+
+@dataclass
+class ViewSpec:
+    """One kind of augmented view; ``count`` views of this kind are drawn per image.
+
+    Defaults are SimCLR's ImageNet augmentation (arXiv:2002.05709, appendix A): random resized crop
+    (scale 0.08-1), flip, colour jitter with strength 1.0 (0.8, 0.8, 0.8, 0.2) applied with p=0.8,
+    grayscale p=0.2, Gaussian blur p=0.5 with sigma in [0.1, 2.0] and a kernel 10% of the image side.
+    """
+
+    count: int = 1
+    size: int = 224
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.8
+    contrast: float = 0.8
+    saturation: float = 0.8
+    hue: float = 0.2
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel_frac: float = 0.1
+    solarize_p: float = 0.0
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass
+class DataConfig:
+    #: imagefolder | folder | cifar10 | cifar100 | stl10 | digits; "auto" picks imagefolder for a
+    #: directory with class sub-folders and folder otherwise.
+    source: str = "auto"
+    path: str = ""
+    split: str = "train"
+    download: bool = False
+    limit: int = 0  # 0: all images; otherwise a fixed-seed random subset of this size
+    limit_seed: int = 0
+    num_workers: int = 4
+    views: list[ViewSpec] = field(default_factory=lambda: [ViewSpec(count=2)])
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet50"
+    cifar_stem: bool = False
+    zero_init_residual: bool = False
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["lars", "sgd", "adamw"] = "lars"
+    lr: float = 0.3  # base learning rate, scaled by lr_scaling
+    lr_scaling: Literal["linear", "sqrt", "none"] = "linear"  # lr*bs/256 | lr*sqrt(bs) | lr
+    weight_decay: float = 1e-6
+    weight_decay_end: float | None = None  # cosine weight-decay schedule to this value (DINO)
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    trust_coefficient: float = 0.001  # LARS eta
+    warmup_epochs: float = 10.0
+    min_lr: float = 0.0  # final learning rate of the cosine schedule
+    clip_grad: float = 0.0  # max gradient norm; 0 disables
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 4096  # global: split over ranks
+    accum_steps: int = 1
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    channels_last: bool = True  # on CUDA only
+    compile: bool = False
+    log_every: int = 10  # steps between metric read-backs (the only host syncs of the loop)
+    ckpt_every: int = 0  # steps between mid-epoch checkpoints; 0: only at epoch ends
+    progress: bool = True
+
+
+@dataclass
+class KnnConfig:
+    """Weighted kNN (Wu et al. 2018): the periodic monitor during pretraining and the defaults of
+    ``selfsup knn``. k=200, T=0.1 as in the field's CIFAR benchmarks; DINO uses k=20, T=0.07."""
+
+    k: int = 200
+    temperature: float = 0.1
+    every: int = 0  # epochs between monitor evaluations; 0: off
+    train: str = ""  # labelled bank (ImageFolder) for the monitor
+    test: str = ""
+    limit_train: int = 0
+    limit_test: int = 0
+    batch_size: int = 256
+
+
+@dataclass
+class Config:
+    method: MethodConfig = field(default_factory=lambda: METHODS.get("simclr").Config())
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    knn: KnnConfig = field(default_factory=KnnConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# presets
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _preset_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise ConfigError(f"preset file not found: {p}")
+        return p
+    p = PRESET_DIR / f"{name_or_path}.yaml"
+    if not p.is_file():
+        raise ConfigError(f"unknown preset {name_or_path!r}; known: {', '.join(list_presets())}")
+    return p
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _preset_chain(name_or_path: str, seen: tuple[str, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    path = _preset_path(name_or_path)
+    if str(path) in seen:
+        raise ConfigError(f"{path}: 'base' chain loops")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    chain = _preset_chain(str(base), seen + (str(path),)) if base else []
+    return chain + [(path, data)]
+
+
+def _merge(dst: dict[str, Any], src: dict[str, Any], where: str, prefix: str = "") -> None:
+    for k, v in src.items():
+        key = f"{prefix}{k}"
+        if k not in dst:
+            raise ConfigError(f"{where}: unknown key {key!r}")
+        if isinstance(v, dict) and isinstance(dst[k], dict):
+            _merge(dst[k], v, where, key + ".")
+        else:
+            dst[k] = v
+
+
+def _defaults_for(method_name: str) -> dict[str, Any]:
+    try:
+        mcfg = METHODS.get(method_name).Config()
+    except KeyError as e:
+        raise ConfigError(f"method.name: {e.args[0]}") from None
+    return Config(method=mcfg).to_dict()
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, value = item.split("=", 1)
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def _set_path(d: Any, path: list[str], value: Any, full: str) -> None:
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(d, list):
+            if not part.isdigit() or int(part) >= len(d):
+                raise ConfigError(f"unknown key {full!r}: index {part!r} out of range (list of {len(d)})")
+            if last:
+                d[int(part)] = value
+            else:
+                d = d[int(part)]
+        elif isinstance(d, dict):
+            if part not in d:
+                raise ConfigError(f"unknown key {full!r}")
+            if last:
+                d[part] = value
+            else:
+                d = d[part]
+        else:
+            raise ConfigError(f"unknown key {full!r}: {'.'.join(path[:i])} is not a section")
+
+
+def load_config(preset: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the preset chain (``base`` first), then ``overrides``; typed and checked."""
+    chain = _preset_chain(preset) if preset else []
+    parsed = [parse_override(o) for o in overrides or []]
+    method_name = "simclr"
+    for _, data in chain:
+        m = data.get("method")
+        if isinstance(m, dict) and "name" in m:
+            method_name = m["name"]
+    for path, value in parsed:
+        if path == ["method", "name"]:
+            method_name = value
+    raw = _defaults_for(str(method_name))
+    for path, data in chain:
+        _merge(raw, data, str(path))
+    for (path, value), text in zip(parsed, overrides or []):
+        _set_path(raw, path, value, text.split("=", 1)[0])
+    return from_dict(Config, raw, "")
+
+
+# ---------------------------------------------------------------------------------------------
+# typed construction
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, checking keys and value types recursively."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    if cls is MethodConfig:
+        name = data.get("name", "")
+        try:
+            cls = METHODS.get(name).Config
+        except KeyError as e:
+            raise ConfigError(f"{prefix}name: {e.args[0]}") from None
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key {prefix + unknown[0]!r}; valid keys: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key + ".")
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, f"{key}.{i}") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        out = [_coerce(v, item, f"{key}.{i}") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-6" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def dump_config(cfg: Config) -> str:
+    def plain(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [plain(v) for v in x]
+        return x
+
+    return yaml.safe_dump(plain(cfg.to_dict()), sort_keys=False)

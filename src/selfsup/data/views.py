@@ -1,0 +1,63 @@
+"""Per-view augmentation specs turned into transforms, and the evaluation transform.
+
+A method's views are a list of :class:`~selfsup.config.ViewSpec` (each with a ``count``), so view
+asymmetry (BYOL's and DINO's differently blurred views, multi-crop) is explicit in the preset.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+
+from ..config import ViewSpec
+
+
+def blur_kernel_size(spec: ViewSpec) -> int:
+    """An odd kernel of ``blur_kernel_frac`` of the image side (SimCLR: 10%, 23 px at 224)."""
+    k = max(3, int(spec.blur_kernel_frac * spec.size))
+    return k if k % 2 == 1 else k + 1
+
+
+def view_transform(spec: ViewSpec) -> T.Compose:
+    """PIL image -> normalized float tensor ``(3, size, size)`` for one view of this spec."""
+    ops: list = [
+        T.PILToTensor(),
+        T.RandomResizedCrop(
+            spec.size, scale=spec.scale, ratio=spec.ratio, interpolation=InterpolationMode.BICUBIC, antialias=True
+        ),
+    ]
+    if spec.hflip_p > 0:
+        ops.append(T.RandomHorizontalFlip(spec.hflip_p))
+    if spec.jitter_p > 0:
+        jitter = T.ColorJitter(spec.brightness, spec.contrast, spec.saturation, spec.hue)
+        ops.append(T.RandomApply([jitter], p=spec.jitter_p))
+    if spec.grayscale_p > 0:
+        ops.append(T.RandomGrayscale(spec.grayscale_p))
+    if spec.blur_p > 0:
+        blur = T.GaussianBlur(blur_kernel_size(spec), sigma=spec.blur_sigma)
+        ops.append(T.RandomApply([blur], p=spec.blur_p))
+    if spec.solarize_p > 0:
+        ops.append(T.RandomSolarize(threshold=128, p=spec.solarize_p))
+    ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(spec.mean, spec.std)]
+    return T.Compose(ops)
+
+
+def eval_transform(size: int, mean=ViewSpec.mean, std=ViewSpec.std) -> T.Compose:
+    """Resize (shorter side to size/0.875 for ImageNet-sized inputs, to ``size`` for small ones),
+    centre crop, normalize: the standard evaluation pre-processing."""
+    resize = int(round(size / 0.875)) if size >= 64 else size
+    return T.Compose(
+        [
+            T.PILToTensor(),
+            T.Resize(resize, interpolation=InterpolationMode.BICUBIC, antialias=True),
+            T.CenterCrop(size),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def expand_views(specs: list[ViewSpec]) -> list[ViewSpec]:
+    """One spec per view, in order (``count`` repeats)."""
+    return [s for s in specs for _ in range(s.count)]

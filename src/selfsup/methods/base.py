@@ -1,0 +1,119 @@
+"""The method protocol: what every self-supervised method provides to the one training loop.
+
+A method is an ``nn.Module`` holding its backbone and heads. ``forward(views)`` takes the list of
+augmented views (each ``(B, C, H, W)``) and returns a :class:`StepOutput`. The loop knows nothing
+else about it, apart from three declarative hooks with defaults here:
+
+- :meth:`Method.ema_pairs`: ``(online, target)`` module pairs the loop updates by EMA after each
+  optimizer step, with momentum from :meth:`Method.ema_momentum` (precomputed per step);
+- :meth:`Method.param_groups`: parameter groups for the optimizer (no weight decay and no LARS
+  adaptation on biases and norm parameters by default);
+- :meth:`Method.on_step`: called with the global step before each forward, for methods whose
+  behaviour follows the training schedule (frozen prototypes, temperature warm-up, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+
+
+class StepOutput(NamedTuple):
+    """``loss``: scalar to minimize. ``logs``: detached scalars (or tensors reduced by mean) to record."""
+
+    loss: torch.Tensor
+    logs: dict[str, torch.Tensor]
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's hyperparameters; ``name`` selects the method in the registry."""
+
+    name: str = ""
+
+
+@dataclass
+class Progress:
+    """Where training is: the loop hands this to :meth:`Method.on_step` before each step."""
+
+    step: int
+    total_steps: int
+    steps_per_epoch: int
+
+    @property
+    def epoch(self) -> float:
+        return self.step / max(1, self.steps_per_epoch)
+
+
+class Method(nn.Module):
+    """Base class: subclasses set ``Config`` and implement ``forward``."""
+
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    #: BatchNorm layers that the paper computes over the global batch; the loop converts them to
+    #: SyncBatchNorm under DDP. Methods with shuffle-BN set this False.
+    sync_bn: ClassVar[bool] = True
+    #: The views this method expects by default when no preset says otherwise (count).
+    num_views: ClassVar[int] = 2
+
+    def __init__(self, backbone: nn.Module, cfg: MethodConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.cfg = cfg
+
+    # -- what evaluation uses ------------------------------------------------------------------
+    @property
+    def encoder(self) -> nn.Module:
+        """The network evaluated and exported (the teacher for DINO, online backbone for BYOL)."""
+        return self.backbone
+
+    # -- hooks used by the training loop ------------------------------------------------------
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return []
+
+    def ema_momentum(self, progress: Progress) -> float:
+        """EMA momentum at this step; methods with EMA override or configure it."""
+        return 1.0
+
+    def on_step(self, progress: Progress) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return split_decay_groups(self.named_parameters())
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def is_no_decay(name: str, param: torch.Tensor) -> bool:
+    """Biases and normalization parameters (all 1-D tensors): no weight decay, no LARS adaptation."""
+    return param.ndim <= 1 or name.endswith(".bias")
+
+
+def split_decay_groups(named_params, **extra: Any) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in named_params:
+        if not p.requires_grad:
+            continue
+        (no_decay if is_no_decay(name, p) else decay).append(p)
+    groups = []
+    if decay:
+        groups.append({"params": decay, **extra})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, **extra})
+    return groups
+
+
+def cosine_momentum(base: float, final: float, progress: Progress) -> float:
+    """BYOL's schedule: ``final - (final - base) * (cos(pi * t / T) + 1) / 2``."""
+    t = progress.step / max(1, progress.total_steps)
+    return final - (final - base) * (math.cos(math.pi * t) + 1) / 2
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+register = METHODS.register

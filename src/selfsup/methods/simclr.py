@@ -1,0 +1,63 @@
+"""SimCLR v1.
+
+Chen, Kornblith, Norouzi, Hinton. "A Simple Framework for Contrastive Learning of Visual
+Representations", ICML 2020, arXiv:2002.05709. Official code: google-research/simclr.
+
+Follows the official defaults: a 2-layer projection head (hidden = backbone width, output 128, BN
+after each layer, the last BN without bias as in ``projection_head`` of the official code),
+NT-Xent with temperature 0.1 (0.5 for CIFAR) over 2N-2 negatives gathered from all replicas, and
+global (synchronized) BatchNorm. The optimizer (LARS, lr 0.3 x bs/256, wd 1e-6, 10 warm-up epochs,
+cosine) lives in the presets, not here.
+
+Deviation: the official head uses a BN with scale but no shift on the output layer; here that is a
+BN with affine parameters on the output, whose shift is a no-op under the normalization in NT-Xent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..losses import nt_xent
+from ..nn import mlp
+from .base import Method, MethodConfig, StepOutput, register
+from .stats import embedding_std
+
+
+@dataclass
+class SimCLRConfig(MethodConfig):
+    name: str = "simclr"
+    temperature: float = 0.1
+    proj_hidden_dim: int = 0  # 0: the backbone's width (2048 for ResNet-50), as in the paper
+    proj_out_dim: int = 128
+    proj_layers: int = 2
+    proj_last_bn: bool = True
+    gather: bool = True  # negatives from all ranks under torch.distributed
+
+
+@register("simclr")
+class SimCLR(Method):
+    Config = SimCLRConfig
+
+    def __init__(self, backbone: nn.Module, cfg: SimCLRConfig) -> None:
+        super().__init__(backbone, cfg)
+        width = backbone.num_features
+        self.projector = mlp(
+            width,
+            cfg.proj_hidden_dim or width,
+            cfg.proj_out_dim,
+            num_layers=cfg.proj_layers,
+            norm="bn",
+            last_norm="bn" if cfg.proj_last_bn else "none",
+        )
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        if len(views) != 2:
+            raise ValueError(f"SimCLR takes 2 views, got {len(views)}")
+        n = views[0].shape[0]
+        z = self.projector(self.backbone(torch.cat(views)))
+        z1, z2 = z[:n], z[n:]
+        loss = nt_xent(z1, z2, self.cfg.temperature, gather=self.cfg.gather)
+        return StepOutput(loss, {"z_std": embedding_std(z1)})

@@ -1,0 +1,125 @@
+"""Optimizers (SGD, LARS, AdamW) and the per-step learning-rate / weight-decay schedule."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import OptimConfig
+
+
+class LARS(torch.optim.Optimizer):
+    """Layer-wise Adaptive Rate Scaling (You et al. 2017, arXiv:1708.03888) as in SimCLR's code.
+
+    For each parameter ``w`` with gradient ``g`` (plus weight decay ``wd * w``), the update is
+    ``v = m * v + lr * trust * g`` and ``w -= v`` with ``trust = eta * ||w|| / ||g||``
+    (1 when either norm is 0). Groups marked ``lars_exclude`` (biases and norm parameters, as in
+    SimCLR and BYOL) get neither adaptation nor weight decay.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 trust_coefficient: float = 0.001):
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                        trust_coefficient=trust_coefficient, lars_exclude=False)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            exclude = group["lars_exclude"]
+            if group["weight_decay"] and not exclude:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            if not exclude:
+                w_norm = torch.stack(torch._foreach_norm(params))
+                g_norm = torch.stack(torch._foreach_norm(grads))
+                trust = torch.where((w_norm > 0) & (g_norm > 0),
+                                    group["trust_coefficient"] * w_norm / g_norm, torch.ones_like(w_norm))
+                grads = torch._foreach_mul(grads, list(trust.unbind()))
+            bufs = []
+            for p in params:
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                bufs.append(state["momentum_buffer"])
+            torch._foreach_mul_(bufs, group["momentum"])
+            torch._foreach_add_(bufs, grads, alpha=group["lr"])
+            torch._foreach_sub_(params, bufs)
+        return loss
+
+
+def scaled_lr(cfg: OptimConfig, batch_size: int) -> float:
+    """Peak learning rate: ``lr * bs / 256`` (linear), ``lr * sqrt(bs)`` (sqrt, SimCLR's rule for
+    small batches) or ``lr`` (none)."""
+    if cfg.lr_scaling == "linear":
+        return cfg.lr * batch_size / 256
+    if cfg.lr_scaling == "sqrt":
+        return cfg.lr * math.sqrt(batch_size)
+    return cfg.lr
+
+
+def build_optimizer(groups: list[dict[str, Any]], cfg: OptimConfig, lr: float,
+                    device: torch.device | None = None) -> torch.optim.Optimizer:
+    """Optimizer over a method's parameter groups. Groups without an explicit ``weight_decay``
+    follow the weight-decay schedule; the others keep theirs (0 for biases and norms). A group may
+    set ``lr_scale`` (a multiple of the scheduled rate) or ``fixed_lr`` (stay at the peak rate, as
+    SimSiam's predictor)."""
+    for g in groups:
+        g["wd_scheduled"] = "weight_decay" not in g
+        g.setdefault("weight_decay", cfg.weight_decay)
+        g.setdefault("lars_exclude", False)
+        g["peak_lr"] = lr
+    fused = device is not None and device.type == "cuda"
+    if cfg.name == "lars":
+        return LARS(groups, lr=lr, momentum=cfg.momentum, trust_coefficient=cfg.trust_coefficient)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, fused=fused or None, foreach=None if fused else True)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, fused=fused or None, foreach=None if fused else True)
+    raise ValueError(f"optim.name: unknown optimizer {cfg.name!r}; expected lars, sgd or adamw")
+
+
+@dataclass
+class Schedule:
+    """Per-step values, precomputed once and indexed by the global step (as in DINO)."""
+
+    lr: np.ndarray
+    weight_decay: np.ndarray
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        lr, wd = float(self.lr[step]), float(self.weight_decay[step])
+        for g in optimizer.param_groups:
+            g["lr"] = (g["peak_lr"] if g.get("fixed_lr") else lr) * g.get("lr_scale", 1.0)
+            if g["wd_scheduled"]:
+                g["weight_decay"] = wd
+
+
+def cosine_schedule(peak: float, final: float, total_steps: int, warmup_steps: int = 0,
+                    start: float = 0.0) -> np.ndarray:
+    """Linear warm-up from ``start`` to ``peak`` over ``warmup_steps``, then cosine to ``final``."""
+    warm = np.linspace(start, peak, warmup_steps, endpoint=False) if warmup_steps > 0 else np.array([])
+    t = np.arange(total_steps - warmup_steps) / max(1, total_steps - warmup_steps)
+    cos = final + 0.5 * (peak - final) * (1 + np.cos(np.pi * t))
+    return np.concatenate([warm, cos])[:total_steps]
+
+
+def build_schedule(cfg: OptimConfig, peak_lr: float, total_steps: int, steps_per_epoch: int) -> Schedule:
+    warmup = min(total_steps, int(round(cfg.warmup_epochs * steps_per_epoch)))
+    lr = cosine_schedule(peak_lr, cfg.min_lr, total_steps, warmup)
+    wd_end = cfg.weight_decay if cfg.weight_decay_end is None else cfg.weight_decay_end
+    wd = cosine_schedule(cfg.weight_decay, wd_end, total_steps)
+    return Schedule(lr, wd)
+
+
+def clip_grad(model: nn.Module, max_norm: float) -> None:
+    if max_norm > 0:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], max_norm)
