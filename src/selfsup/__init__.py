@@ -11,7 +11,24 @@ from .train import fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "METHODS", "Config", "ConfigError", "DataError", "Method", "ViewSpec", "build_backbone", "build_from_config",
-    "build_method", "eval_dataset", "extract_features", "fit", "knn_classify", "knn_eval", "knn_from_weights",
-    "list_presets", "load_config", "load_encoder", "pretrain", "pretrain_dataset",
+    "METHODS",
+    "Config",
+    "ConfigError",
+    "DataError",
+    "Method",
+    "ViewSpec",
+    "build_backbone",
+    "build_from_config",
+    "build_method",
+    "eval_dataset",
+    "extract_features",
+    "fit",
+    "knn_classify",
+    "knn_eval",
+    "knn_from_weights",
+    "list_presets",
+    "load_config",
+    "load_encoder",
+    "pretrain",
+    "pretrain_dataset",
 ]

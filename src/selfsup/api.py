@@ -1,9 +1,9 @@
 """The public, high-level API: what the CLI does, as functions.
 
-    >>> import selfsup
-    >>> cfg = selfsup.load_config("simclr-cifar10", ["train.epochs=1"])
-    >>> cfg.method.temperature
-    0.5
+>>> import selfsup
+>>> cfg = selfsup.load_config("simclr-cifar10", ["train.epochs=1"])
+>>> cfg.method.temperature
+0.5
 """
 
 from __future__ import annotations
@@ -26,8 +26,16 @@ from .train.checkpoint import atomic_write, load_checkpoint
 from .train.loop import FitResult, fit, resolve_device
 
 #: keys that may differ between a run and its resumption (everything else must match).
-RESUMABLE_CHANGES = ("train.epochs", "train.progress", "train.log_every", "train.ckpt_every",
-                     "train.device", "data.num_workers", "data.path", "knn.")
+RESUMABLE_CHANGES = (
+    "train.epochs",
+    "train.progress",
+    "train.log_every",
+    "train.ckpt_every",
+    "train.device",
+    "data.num_workers",
+    "data.path",
+    "knn.",
+)
 
 
 def build_from_config(cfg: Config) -> nn.Module:
@@ -66,8 +74,15 @@ def knn_monitor(cfg: Config, size: int):
     test_ds = _folder_eval_dataset(cfg.knn.test, size, cfg.knn.limit_test, mean, std)
 
     def monitor(encoder: nn.Module) -> dict[str, float]:
-        res = knn_eval(encoder, train_ds, test_ds, k=cfg.knn.k, temperature=cfg.knn.temperature,
-                       batch_size=cfg.knn.batch_size, num_workers=cfg.data.num_workers)
+        res = knn_eval(
+            encoder,
+            train_ds,
+            test_ds,
+            k=cfg.knn.k,
+            temperature=cfg.knn.temperature,
+            batch_size=cfg.knn.batch_size,
+            num_workers=cfg.data.num_workers,
+        )
         return {"knn_top1": res["top1"], "knn_top5": res["top5"]}
 
     return monitor
@@ -88,9 +103,19 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, max_steps: 
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(dump_config(cfg)))
-    return fit(method, dataset, cfg.optim, cfg.train, out, resume=resume,
-               monitor=knn_monitor(cfg, cfg.data.views[0].size), monitor_every=cfg.knn.every,
-               record=record, num_workers=cfg.data.num_workers, max_steps=max_steps)
+    return fit(
+        method,
+        dataset,
+        cfg.optim,
+        cfg.train,
+        out,
+        resume=resume,
+        monitor=knn_monitor(cfg, cfg.data.views[0].size),
+        monitor_every=cfg.knn.every,
+        record=record,
+        num_workers=cfg.data.num_workers,
+        max_steps=max_steps,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,7 +168,9 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, Config]:
 
 def _folder_eval_dataset(path: str, size: int, limit: int, mean, std):
     spec = ViewSpec(size=size, mean=tuple(mean), std=tuple(std))
-    if path in ("cifar10", "cifar100", "stl10", "digits") or path.startswith(("cifar10:", "cifar100:", "stl10:", "digits:")):
+    if path in ("cifar10", "cifar100", "stl10", "digits") or path.startswith(
+        ("cifar10:", "cifar100:", "stl10:", "digits:")
+    ):
         kind, _, rest = path.partition(":")
         split, _, root = rest.partition(":")
         dc = DataConfig(source=kind, path=root, split=split or "train", limit=limit, views=[spec])
@@ -156,24 +183,44 @@ def _folder_eval_dataset(path: str, size: int, limit: int, mean, std):
     return ds
 
 
-def knn_eval(encoder: nn.Module, train_ds, test_ds, k: int = 200, temperature: float = 0.1,
-             batch_size: int = 256, device: str | torch.device | None = None, num_workers: int = 0,
-             progress: bool = False) -> dict[str, float]:
+def knn_eval(
+    encoder: nn.Module,
+    train_ds,
+    test_ds,
+    k: int = 200,
+    temperature: float = 0.1,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> dict[str, float]:
     """Weighted kNN top-1/top-5 of ``encoder`` features: bank ``train_ds``, queries ``test_ds``."""
     if device is not None:
         encoder.to(device)
-    bank, bank_y = extract_features(encoder, train_ds, batch_size, device, num_workers, progress=progress,
-                                    desc="bank features")
-    q, q_y = extract_features(encoder, test_ds, batch_size, device, num_workers, progress=progress,
-                              desc="test features")
+    bank, bank_y = extract_features(
+        encoder, train_ds, batch_size, device, num_workers, progress=progress, desc="bank features"
+    )
+    q, q_y = extract_features(
+        encoder, test_ds, batch_size, device, num_workers, progress=progress, desc="test features"
+    )
     n_cls = max(len(train_ds.source.classes), int(bank_y.max()) + 1, int(q_y.max()) + 1)
     return knn_classify(bank, bank_y, q, q_y, k=k, temperature=temperature, num_classes=n_cls)
 
 
-def knn_from_weights(weights: str | Path, train: str, test: str, k: int | None = None,
-                     temperature: float | None = None, limit_train: int = 0, limit_test: int = 0,
-                     batch_size: int = 256, num_workers: int = 0, size: int | None = None,
-                     device: str = "auto", progress: bool = False) -> dict[str, Any]:
+def knn_from_weights(
+    weights: str | Path,
+    train: str,
+    test: str,
+    k: int | None = None,
+    temperature: float | None = None,
+    limit_train: int = 0,
+    limit_test: int = 0,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    size: int | None = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> dict[str, Any]:
     """``selfsup knn``: load weights, extract features of two labelled sets, classify."""
     encoder, cfg = load_encoder(weights)
     size = size or cfg.data.views[0].size

@@ -105,6 +105,8 @@ class TrainConfig:
     log_every: int = 10  # steps between metric read-backs (the only host syncs of the loop)
     ckpt_every: int = 0  # steps between mid-epoch checkpoints; 0: only at epoch ends
     progress: bool = True
+    collapse_threshold: float = 0.1  # warn when z_std stays below this (0 disables)
+    collapse_window: int = 20  # ... for this many consecutive metric records
 
 
 @dataclass

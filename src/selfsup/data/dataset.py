@@ -87,8 +87,16 @@ class EpochSampler(Sampler):
     so that the global batch, gathered in rank order, is the same whatever the number of ranks.
     """
 
-    def __init__(self, n: int, global_batch: int, seed: int = 0, rank: int = 0, world: int = 1,
-                 shuffle: bool = True, drop_last: bool = True):
+    def __init__(
+        self,
+        n: int,
+        global_batch: int,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        shuffle: bool = True,
+        drop_last: bool = True,
+    ):
         if global_batch % world:
             raise ValueError(f"batch size {global_batch} is not divisible by the world size {world}")
         self.n, self.global_batch, self.seed = n, global_batch, seed

@@ -170,7 +170,8 @@ def build_source(cfg: DataConfig) -> ImageSource:
         kind = "imagefolder" if has_dirs else "folder"
     if kind not in ("imagefolder", "folder"):
         raise DataError(
-            f"data.source: unknown source {kind!r}; expected auto, imagefolder, folder, cifar10, cifar100, stl10 or digits"
+            f"data.source: unknown source {kind!r}; expected auto, imagefolder, folder, "
+            "cifar10, cifar100, stl10 or digits"
         )
     return FileSource.scan(root, labelled=kind == "imagefolder")
 

@@ -30,8 +30,14 @@ def extract_features(
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+    )
     feats, labels = [], []
     use_bf16 = device.type == "cuda"
     try:

@@ -9,7 +9,12 @@ else about it, apart from three declarative hooks with defaults here:
 - :meth:`Method.param_groups`: parameter groups for the optimizer (no weight decay and no LARS
   adaptation on biases and norm parameters by default);
 - :meth:`Method.on_step`: called with the global step before each forward, for methods whose
-  behaviour follows the training schedule (frozen prototypes, temperature warm-up, ...).
+  behaviour follows the training schedule (temperature warm-up, queue start, ...);
+- :meth:`Method.after_backward`: called after gradient clipping, before the optimizer step (to
+  drop the gradients of parameters frozen early in training: SwAV prototypes, DINO last layer).
+
+Logging ``z_std`` (see :func:`selfsup.methods.stats.embedding_std`) gives the loop its collapse
+signal: it warns once when that value stays low for a sustained window.
 """
 
 from __future__ import annotations
@@ -81,6 +86,9 @@ class Method(nn.Module):
         return 1.0
 
     def on_step(self, progress: Progress) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def after_backward(self, progress: Progress) -> None:  # noqa: B027 - optional hook
         pass
 
     def param_groups(self) -> list[dict[str, Any]]:

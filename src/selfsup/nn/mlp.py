@@ -48,8 +48,10 @@ def mlp(
         last = i == num_layers - 1
         out = out_dim if last else hidden_dim
         kind = last_norm if last else norm
-        b = (last_bias if last_bias is not None else kind == "none") if last else (
-            bias if bias is not None else kind == "none"
+        b = (
+            (last_bias if last_bias is not None else kind == "none")
+            if last
+            else (bias if bias is not None else kind == "none")
         )
         layers.append(nn.Linear(dim, out, bias=b))
         n = _norm(kind, out)

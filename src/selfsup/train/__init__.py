@@ -5,6 +5,15 @@ from .loop import FitResult, NonFiniteLossError, export_backbone, fit
 from .optim import LARS, build_optimizer, build_schedule, cosine_schedule, scaled_lr
 
 __all__ = [
-    "LARS", "FitResult", "NonFiniteLossError", "build_optimizer", "build_schedule", "cosine_schedule",
-    "export_backbone", "fit", "load_checkpoint", "save_checkpoint", "scaled_lr",
+    "LARS",
+    "FitResult",
+    "NonFiniteLossError",
+    "build_optimizer",
+    "build_schedule",
+    "cosine_schedule",
+    "export_backbone",
+    "fit",
+    "load_checkpoint",
+    "save_checkpoint",
+    "scaled_lr",
 ]

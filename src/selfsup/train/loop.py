@@ -15,6 +15,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,8 +147,14 @@ def fit(
     total = spe * train.epochs
     schedule = build_schedule(optim, peak_lr, total, spe)
     loader = DataLoader(
-        dataset, batch_size=micro, sampler=sampler, collate_fn=collate, num_workers=num_workers,
-        pin_memory=cuda, drop_last=False, persistent_workers=False,
+        dataset,
+        batch_size=micro,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=num_workers,
+        pin_memory=cuda,
+        drop_last=False,
+        persistent_workers=False,
     )
 
     logger = MetricsLogger(out, enabled=dist.is_main())
@@ -162,13 +169,31 @@ def fit(
         logger.log({"event": "resume", "step": step})
     elif dist.is_main() and out is not None:
         logger.resume_from(-1)  # a fresh run starts a fresh metrics file
-        logger.log({"event": "start", "step": 0, "world_size": world, "device": str(device),
-                    "torch": torch.__version__, "git": _git_sha()})
+        logger.log(
+            {
+                "event": "start",
+                "step": 0,
+                "world_size": world,
+                "device": str(device),
+                "torch": torch.__version__,
+                "git": _git_sha(),
+            }
+        )
 
     def checkpoint() -> None:
         if ckpt_path is not None and dist.is_main():
-            save_checkpoint(ckpt_path, {"format": 1, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
-                                        "step": step, "rng": rng_state(), "config": record or {}, "world_size": world})
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "format": 1,
+                    "model": method.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step,
+                    "rng": rng_state(),
+                    "config": record or {},
+                    "world_size": world,
+                },
+            )
         dist.barrier()
 
     loss_sum = torch.zeros((), device=device)
@@ -178,8 +203,14 @@ def fit(
     t_log = time.perf_counter()
     t_start, step_start = t_log, step
     last: dict[str, Any] = {}
-    bar = tqdm(total=total, initial=step, disable=not (train.progress and dist.is_main()), unit="step",
-               dynamic_ncols=True, desc="pretrain")
+    bar = tqdm(
+        total=total,
+        initial=step,
+        disable=not (train.progress and dist.is_main()),
+        unit="step",
+        dynamic_ncols=True,
+        desc="pretrain",
+    )
 
     def flush() -> dict[str, Any]:
         """Read metrics back (the loop's host sync) and stop on a non-finite loss."""
@@ -197,17 +228,24 @@ def fit(
                 + ". Lower optim.lr or check the data."
             )
         now = time.perf_counter()
-        rec = {"step": step, "epoch": round(step / spe, 4), "loss": vals[0],
-               **dict(zip(log_sums, vals[1:-1])), "lr": optimizer.param_groups[0]["lr"],
-               "weight_decay": float(schedule.weight_decay[step - 1]),
-               "images_per_s": images / max(now - t_log, 1e-9)}
+        rec = {
+            "step": step,
+            "epoch": round(step / spe, 4),
+            "loss": vals[0],
+            **dict(zip(log_sums, vals[1:-1])),
+            "lr": optimizer.param_groups[0]["lr"],
+            "weight_decay": float(schedule.weight_decay[step - 1]),
+            "images_per_s": images / max(now - t_log, 1e-9),
+        }
         logger.log(rec)
+        collapse.update(rec.get("z_std"), step)
         bar.set_postfix(loss=f"{vals[0]:.4f}")
         loss_sum = torch.zeros((), device=device)
         log_sums = {}
         count, images, t_log = 0, 0, now
         return rec
 
+    collapse = CollapseWatch(train.collapse_threshold, train.collapse_window)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     stop_at = total if max_steps is None else min(total, max_steps)
     with _StopFlag() as stop:
@@ -239,6 +277,7 @@ def fit(
                     continue
                 schedule.apply(optimizer, step)
                 clip_grad(method, optim.clip_grad)
+                method.after_backward(Progress(step, total, spe))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 progress = Progress(step, total, spe)
@@ -250,8 +289,11 @@ def fit(
                 end_of_epoch = step % spe == 0
                 if step % train.log_every == 0 or end_of_epoch or step == stop_at:
                     last = flush() or last
-                if stop.signal is not None or step == stop_at or end_of_epoch or (
-                    train.ckpt_every and step % train.ckpt_every == 0
+                if (
+                    stop.signal is not None
+                    or step == stop_at
+                    or end_of_epoch
+                    or (train.ckpt_every and step % train.ckpt_every == 0)
                 ):
                     last = flush() or last
                     checkpoint()
@@ -272,19 +314,48 @@ def fit(
     if out is not None and dist.is_main() and step == total:
         export_backbone(method.encoder, out / "backbone.safetensors", record)
     if skipped_seen:
-        import warnings
-
         warnings.warn(f"{len(skipped_seen)} unreadable image(s) were skipped during training", stacklevel=2)
     logger.close()
-    return FitResult(step, step / spe, float(last.get("loss", float("nan"))),
-                     (step - step_start) * train.batch_size / max(elapsed, 1e-9), len(skipped_seen), out, last)
+    return FitResult(
+        step,
+        step / spe,
+        float(last.get("loss", float("nan"))),
+        (step - step_start) * train.batch_size / max(elapsed, 1e-9),
+        len(skipped_seen),
+        out,
+        last,
+    )
+
+
+class CollapseWatch:
+    """Warns once when the collapse signal ``z_std`` (about 1 when healthy, 0 when every image
+    maps to one point) stays below ``threshold`` for ``window`` consecutive metric records."""
+
+    def __init__(self, threshold: float, window: int) -> None:
+        self.threshold, self.window, self.low, self.warned = threshold, window, 0, False
+
+    def update(self, z_std: float | None, step: int) -> bool:
+        if z_std is None or self.threshold <= 0:
+            return False
+        self.low = self.low + 1 if z_std < self.threshold else 0
+        if self.low >= self.window and not self.warned:
+            self.warned = True
+            warnings.warn(
+                f"representation collapse suspected at step {step}: z_std (std of l2-normalized embeddings "
+                f"x sqrt(d)) has stayed below {self.threshold} for {self.window} metric records "
+                f"(now {z_std:.4f}; about 1 when healthy). Check the learning rate, predictor and augmentations.",
+                stacklevel=2,
+            )
+            return True
+        return False
 
 
 def _git_sha() -> str:
     import subprocess
 
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        ).stdout.strip()
     except Exception:  # noqa: BLE001
         return ""

@@ -22,10 +22,12 @@ class LARS(torch.optim.Optimizer):
     SimCLR and BYOL) get neither adaptation nor weight decay.
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 trust_coefficient: float = 0.001):
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                        trust_coefficient=trust_coefficient, lars_exclude=False)
+    def __init__(
+        self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001
+    ):
+        defaults = dict(
+            lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, lars_exclude=False
+        )
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -42,8 +44,9 @@ class LARS(torch.optim.Optimizer):
             if not exclude:
                 w_norm = torch.stack(torch._foreach_norm(params))
                 g_norm = torch.stack(torch._foreach_norm(grads))
-                trust = torch.where((w_norm > 0) & (g_norm > 0),
-                                    group["trust_coefficient"] * w_norm / g_norm, torch.ones_like(w_norm))
+                trust = torch.where(
+                    (w_norm > 0) & (g_norm > 0), group["trust_coefficient"] * w_norm / g_norm, torch.ones_like(w_norm)
+                )
                 grads = torch._foreach_mul(grads, list(trust.unbind()))
             bufs = []
             for p in params:
@@ -67,8 +70,9 @@ def scaled_lr(cfg: OptimConfig, batch_size: int) -> float:
     return cfg.lr
 
 
-def build_optimizer(groups: list[dict[str, Any]], cfg: OptimConfig, lr: float,
-                    device: torch.device | None = None) -> torch.optim.Optimizer:
+def build_optimizer(
+    groups: list[dict[str, Any]], cfg: OptimConfig, lr: float, device: torch.device | None = None
+) -> torch.optim.Optimizer:
     """Optimizer over a method's parameter groups. Groups without an explicit ``weight_decay``
     follow the weight-decay schedule; the others keep theirs (0 for biases and norms). A group may
     set ``lr_scale`` (a multiple of the scheduled rate) or ``fixed_lr`` (stay at the peak rate, as
@@ -82,7 +86,9 @@ def build_optimizer(groups: list[dict[str, Any]], cfg: OptimConfig, lr: float,
     if cfg.name == "lars":
         return LARS(groups, lr=lr, momentum=cfg.momentum, trust_coefficient=cfg.trust_coefficient)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, fused=fused or None, foreach=None if fused else True)
+        return torch.optim.SGD(
+            groups, lr=lr, momentum=cfg.momentum, fused=fused or None, foreach=None if fused else True
+        )
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, fused=fused or None, foreach=None if fused else True)
     raise ValueError(f"optim.name: unknown optimizer {cfg.name!r}; expected lars, sgd or adamw")
@@ -103,8 +109,9 @@ class Schedule:
                 g["weight_decay"] = wd
 
 
-def cosine_schedule(peak: float, final: float, total_steps: int, warmup_steps: int = 0,
-                    start: float = 0.0) -> np.ndarray:
+def cosine_schedule(
+    peak: float, final: float, total_steps: int, warmup_steps: int = 0, start: float = 0.0
+) -> np.ndarray:
     """Linear warm-up from ``start`` to ``peak`` over ``warmup_steps``, then cosine to ``final``."""
     warm = np.linspace(start, peak, warmup_steps, endpoint=False) if warmup_steps > 0 else np.array([])
     t = np.arange(total_steps - warmup_steps) / max(1, total_steps - warmup_steps)
