@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import dist
-from .backbones import build_backbone
+from .backbones import backbone_from_config
 from .config import Config, ConfigError, DataConfig, ViewSpec, dump_config, from_dict
 from .data import eval_dataset, pretrain_dataset
 from .data.sources import DataError
@@ -41,8 +41,7 @@ RESUMABLE_CHANGES = (
 def build_from_config(cfg: Config) -> nn.Module:
     """The method (with its backbone) that ``cfg`` describes, initialized from ``train.seed``."""
     torch.manual_seed(cfg.train.seed)
-    b = cfg.backbone
-    backbone = build_backbone(b.name, cifar_stem=b.cifar_stem, zero_init_residual=b.zero_init_residual)
+    backbone = backbone_from_config(cfg.backbone)
     return build_method(cfg.method.name, backbone, cfg.method)
 
 
@@ -155,8 +154,7 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, Config]:
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"{p}: not a readable safetensors file ({e})") from None
         cfg = _record_to_config(json.loads(meta.get("meta", "{}")), str(p))
-        b = cfg.backbone
-        encoder = build_backbone(b.name, cifar_stem=b.cifar_stem)
+        encoder = backbone_from_config(cfg.backbone)
         encoder.load_state_dict(tensors)
         return encoder, cfg
     state = load_checkpoint(p)

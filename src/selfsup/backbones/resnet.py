@@ -20,7 +20,7 @@ def apply_cifar_stem(model: ResNet) -> ResNet:
     return model
 
 
-def _resnet(factory, cifar_stem: bool = False, zero_init_residual: bool = False) -> ResNet:
+def _resnet(factory, cifar_stem: bool = False, zero_init_residual: bool = False, **ignored) -> ResNet:
     model = factory(weights=None, zero_init_residual=zero_init_residual)
     model.num_features = model.fc.in_features
     model.fc = nn.Identity()

@@ -1,7 +1,13 @@
-"""Self-supervised methods. Importing this package registers all of them."""
+"""Self-supervised methods. Importing this package registers every method module in it."""
 
-from . import simclr  # noqa: F401  (registers)
+import importlib
+import pkgutil
+
 from .base import METHODS, Method, MethodConfig, Progress, StepOutput, register
+
+for _m in pkgutil.iter_modules(__path__):
+    if _m.name not in ("base", "stats"):
+        importlib.import_module(f"{__name__}.{_m.name}")
 
 __all__ = ["METHODS", "Method", "MethodConfig", "Progress", "StepOutput", "register", "build_method"]
 
