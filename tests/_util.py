@@ -51,9 +51,7 @@ def tiny_config(method: str, size: int = 16, batch: int = 8, extra: list[str] | 
         ],
     )
     top = max(v.size for v in cfg.data.views)
-    cfg.data.views = [
-        ViewSpec(**{**v.__dict__, "size": max(8, round(v.size * size / top))}) for v in cfg.data.views
-    ]
+    cfg.data.views = [ViewSpec(**{**v.__dict__, "size": max(8, round(v.size * size / top))}) for v in cfg.data.views]
     return cfg
 
 
