@@ -27,7 +27,7 @@ def test_forward_returns_finite_loss_and_gradients_on_online_side_only(name):
         assert torch.as_tensor(v).numel() == 1, k
     out.loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.backbone.parameters())
-    for online, target in method.ema_pairs():
+    for _online, target in method.ema_pairs():
         for p in target.parameters():
             assert not p.requires_grad and p.grad is None, "target networks never receive gradients"
 
