@@ -245,6 +245,11 @@ def load_config(preset: str | None = None, overrides: list[str] | None = None) -
     raw = _defaults_for(str(method_name))
     for path, data in chain:
         _merge(raw, data, str(path))
+    if chain:  # complete list items a preset gave in part (a view spec's unnamed keys)
+        try:
+            raw = from_dict(Config, raw, "").to_dict()
+        except ConfigError as e:
+            raise ConfigError(f"{' <- '.join(str(p) for p, _ in reversed(chain))}: {e}") from None
     for (path, value), text in zip(parsed, overrides or []):
         _set_path(raw, path, value, text.split("=", 1)[0])
     return from_dict(Config, raw, "")

@@ -1,0 +1,117 @@
+"""The training loop: checkpoints, metrics, divergence, resume checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from _util import tiny_config, tiny_dataset
+
+from selfsup.api import _check_resume_config, build_from_config
+from selfsup.config import ConfigError, load_config
+from selfsup.methods.simclr import SimCLR
+from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
+from selfsup.train.loop import CollapseWatch, NonFiniteLossError, fit
+
+
+class DivergesAt(SimCLR):
+    """SimCLR whose loss becomes NaN from a given step on (a divergence on demand)."""
+
+    at = 3
+
+    def on_step(self, progress):
+        self._step = progress.step
+
+    def forward(self, views):
+        out = super().forward(views)
+        if self._step >= self.at:
+            return out._replace(loss=out.loss * float("nan"))
+        return out
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = tiny_config("simclr", extra=["train.epochs=3", "train.log_every=1"])
+    ds = tiny_dataset(cfg, 16)  # 2 steps per epoch: checkpoint at step 2, NaN from step 3
+    method = DivergesAt(build_from_config(cfg).backbone, cfg.method)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss"):
+        fit(method, ds, cfg.optim, cfg.train, tmp_path)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "backbone.safetensors").exists()
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, {"step": 1, "w": torch.ones(2)})
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(path, {"step": 2, "bad": Boom()})
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temp file left behind
+
+
+def test_checkpoint_never_executes_code(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"x": Evil()}, f)
+    with pytest.raises(ValueError, match="not a readable selfsup checkpoint"):
+        load_checkpoint(path)
+
+
+def test_metrics_and_checkpoint_contents(tmp_path):
+    cfg = tiny_config("simclr", extra=["train.epochs=2", "train.log_every=1"])
+    res = fit(build_from_config(cfg), tiny_dataset(cfg, 16), cfg.optim, cfg.train, tmp_path, record=cfg.to_dict())
+    recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert recs[0]["event"] == "start"
+    steps = [r for r in recs if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert all({"loss", "lr", "images_per_s", "z_std", "epoch"} <= r.keys() for r in steps)
+    assert res.loss == steps[-1]["loss"]
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["step"] == 4 and state["config"]["method"]["name"] == "simclr"
+    assert {"model", "optimizer", "rng"} <= state.keys()
+
+
+def test_resumed_metrics_have_no_duplicate_steps(tmp_path):
+    cfg = tiny_config("simclr", extra=["train.epochs=2", "train.log_every=1"])
+    ds = tiny_dataset(cfg, 16)
+    fit(build_from_config(cfg), ds, cfg.optim, cfg.train, tmp_path, max_steps=2)
+    with open(tmp_path / "metrics.jsonl", "a") as f:  # a record the dead run wrote after its checkpoint
+        f.write(json.dumps({"step": 3, "loss": 1.0}) + "\n{\"step\": 4, \"lo")
+    fit(build_from_config(cfg), ds, cfg.optim, cfg.train, tmp_path, resume=True)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [s for s in steps if s > 0]
+    assert losses == [1, 2, 2, 3, 4]  # step 2: its metrics, then the resume marker; 3 logged once
+
+
+def test_resume_refuses_a_different_config():
+    cfg = load_config("simclr-cifar10")
+    saved = json.loads(json.dumps(cfg.to_dict()))
+    _check_resume_config(saved, load_config("simclr-cifar10", ["train.epochs=2000"]))  # extending is fine
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
+        _check_resume_config(saved, load_config("simclr-cifar10", ["optim.lr=0.1"]))
+
+
+def test_batch_larger_than_dataset_is_a_clear_error(tmp_path):
+    cfg = tiny_config("simclr", batch=32)
+    with pytest.raises(ConfigError, match="larger than the dataset"):
+        fit(build_from_config(cfg), tiny_dataset(cfg, 16), cfg.optim, cfg.train, tmp_path)
+
+
+def test_collapse_watch_warns_once_after_a_sustained_window():
+    w = CollapseWatch(0.1, 3)
+    with pytest.warns(UserWarning, match="collapse"):
+        fired = [w.update(v, i) for i, v in enumerate([0.05, 0.05, 0.5, 0.05, 0.05, 0.05, 0.01, 0.01])]
+    assert fired == [False, False, False, False, False, True, False, False]
