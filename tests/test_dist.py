@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from _dist import run_distributed
@@ -38,3 +39,81 @@ def test_ntxent_with_gathered_negatives_matches_one_process():
     for r, (_, ga, gb) in enumerate(results):
         torch.testing.assert_close(ga, full1.grad[r * 4 : (r + 1) * 4], rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(gb, full2.grad[r * 4 : (r + 1) * 4], rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# SyncBN
+
+
+def _syncbn_rank(rank, world, x, weight, bias):
+    from selfsup.nn.syncbn import convert_sync_batchnorm
+
+    bn = torch.nn.Sequential(torch.nn.BatchNorm1d(x.shape[1]))
+    bn[0].weight.data.copy_(weight)
+    bn[0].bias.data.copy_(bias)
+    bn = convert_sync_batchnorm(bn, torch.device("cpu"))
+    n = x.shape[0] // world
+    xr = x[rank * n : (rank + 1) * n].clone().requires_grad_(True)
+    y = bn(xr)
+    (y * torch.arange(y.numel(), dtype=y.dtype).view_as(y).add(rank * y.numel()).sin()).sum().backward()
+    return y.detach(), xr.grad, bn[0].weight.grad, bn[0].running_mean.clone(), bn[0].running_var.clone()
+
+
+def test_syncbn_on_two_processes_equals_batchnorm_on_the_whole_batch():
+    torch.manual_seed(0)
+    x = torch.randn(12, 5) * 3 + 1
+    w, b = torch.rand(5) + 0.5, torch.randn(5)
+    bn = torch.nn.BatchNorm1d(5)
+    bn.weight.data.copy_(w)
+    bn.bias.data.copy_(b)
+    xf = x.clone().requires_grad_(True)
+    y = bn(xf)
+    # the same per-row weights as the ranks use: rank r's rows carry offsets r * (rows x 5)
+    (y * torch.arange(y.numel(), dtype=y.dtype).view_as(y).sin()).sum().backward()
+    res = run_distributed(_syncbn_rank, 2, x, w, b)
+    torch.testing.assert_close(torch.cat([r[0] for r in res]), y.detach(), rtol=1e-5, atol=1e-5)
+    # input gradients: each rank's slice of the whole-batch gradient (losses summed over ranks here)
+    torch.testing.assert_close(torch.cat([r[1] for r in res]), xf.grad, rtol=1e-4, atol=1e-5)
+    # parameter gradients: the sum over ranks equals the whole-batch gradient
+    torch.testing.assert_close(res[0][2] + res[1][2], bn.weight.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(res[0][3], bn.running_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(res[0][4], bn.running_var, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# a whole training step under DDP equals one process with the same global batch
+
+
+def _fit_rank(rank, world, name, tmp):
+    from _util import tiny_config, tiny_dataset
+
+    from selfsup.api import build_from_config
+    from selfsup.train.loop import fit
+
+    cfg = tiny_config(name, batch=8, extra=["train.epochs=1"])
+    method = build_from_config(cfg)
+    fit(method, tiny_dataset(cfg, 16), cfg.optim, cfg.train, tmp if rank == 0 else None)
+    return {k: v.detach().clone() for k, v in method.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", ["simclr", "byol"])
+def test_training_steps_on_two_processes_equal_one_process(name, tmp_path):
+    from _util import tiny_config, tiny_dataset
+
+    from selfsup.api import build_from_config
+    from selfsup.methods import METHODS
+    from selfsup.train.loop import fit
+
+    if name not in METHODS:
+        pytest.skip(f"{name} is not registered")
+    cfg = tiny_config(name, batch=8, extra=["train.epochs=1"])
+    method = build_from_config(cfg)
+    fit(method, tiny_dataset(cfg, 16), cfg.optim, cfg.train, tmp_path / "one")
+    one = method.state_dict()
+    ranks = run_distributed(_fit_rank, 2, name, tmp_path / "two")
+    for k, v in one.items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        for r in ranks:
+            torch.testing.assert_close(r[k], v, rtol=2e-4, atol=2e-5, msg=f"{k} differs")
+    assert (tmp_path / "two" / "checkpoints" / "last.pt").exists()

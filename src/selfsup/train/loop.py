@@ -31,6 +31,7 @@ from ..config import ConfigError, OptimConfig, TrainConfig
 from ..data.dataset import EpochSampler, ViewDataset, collate, warn_skipped
 from ..methods.base import Method, Progress
 from ..nn.ema import ema_update
+from ..nn.syncbn import convert_sync_batchnorm
 from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .logging import MetricsLogger
 from .optim import build_optimizer, build_schedule, clip_grad, scaled_lr
@@ -133,7 +134,7 @@ def fit(
     model: nn.Module = method
     if world > 1:
         if method.sync_bn:
-            method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+            method = convert_sync_batchnorm(method, device)
         model = torch.nn.parallel.DistributedDataParallel(method, device_ids=[device.index] if cuda else None)
     if train.compile:
         model = torch.compile(model)

@@ -1,0 +1,328 @@
+"""Training throughput, side by side in one run: selfsup's full step vs the model-only ceiling vs lightly.
+
+    python benchmarks/throughput.py --method simclr --rounds 3           # CIFAR-10 JPEGs, ResNet-18, 32 px
+    python benchmarks/throughput.py --method simclr --stem imagenet
+
+Each variant runs in its own subprocess (so peak memory is its own), the variants alternate round by
+round (so machine noise hits all of them alike), and the median images/s per variant is reported:
+
+- ``selfsup``: the real training loop (``selfsup.fit``) on the CIFAR-10 JPEG folder, data loading and
+  augmentation included, timed from its per-step metrics after warm-up steps;
+- ``model_only``: the same method and optimizer on pre-made tensors of the same shapes (the ceiling);
+- ``lightly``: lightly's reference loop for the method (its own transforms, dataset and DataLoader,
+  the same torchvision backbone, batch, view count and augmentation strengths, the same optimizer).
+  Needs ``pip install lightly`` (optional, benchmark-only); skipped with a note when absent.
+
+Images/s counts images (each giving all its views). Peak memory is the peak resident set size of the
+process tree (training process plus data workers), sampled every 50 ms. The last line is JSON with
+``method``, ``images_per_s``, ``vs_model_only`` and ``vs_lightly``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+# ------------------------------------------------------------------------------------------------
+# memory of a process tree (Linux /proc; 0 elsewhere)
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+class PeakMemory:
+    def __init__(self) -> None:
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.is_set():
+            pids, todo = [], [me]
+            while todo:
+                p = todo.pop()
+                pids.append(p)
+                todo += _children(p)
+            self.peak_kb = max(self.peak_kb, sum(_rss_kb(p) for p in pids))
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> PeakMemory:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+# ------------------------------------------------------------------------------------------------
+# the variants (each runs in a subprocess)
+
+
+def _config(args):
+    from selfsup.config import load_config
+
+    return load_config(
+        f"{args.method}-cifar10",
+        [
+            f"data.path={args.data}/train",
+            f"data.num_workers={args.num_workers}",
+            f"data.limit={(args.warmup + args.steps) * args.batch}",
+            "backbone.name=resnet18",
+            f"backbone.cifar_stem={'true' if args.stem == 'cifar' else 'false'}",
+            f"train.batch_size={args.batch}",
+            "train.epochs=1",
+            "train.log_every=1",
+            "train.progress=false",
+            "optim.warmup_epochs=0",
+            *[f"data.views.{i}.size={args.size}" for i in range(_n_specs(args.method))],
+        ],
+    )
+
+
+def _n_specs(method: str) -> int:
+    from selfsup.config import load_config
+
+    return len(load_config(f"{method}-cifar10").data.views)
+
+
+def variant_selfsup(args) -> float:
+    import selfsup
+    from selfsup.api import build_from_config
+    from selfsup.train.logging import read_metrics
+
+    cfg = _config(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        selfsup.fit(
+            build_from_config(cfg),
+            selfsup.pretrain_dataset(cfg.data),
+            cfg.optim,
+            cfg.train,
+            tmp,
+            num_workers=cfg.data.num_workers,
+        )
+        recs = [r for r in read_metrics(tmp) if "images_per_s" in r and r["step"] > args.warmup]
+    return len(recs) / sum(1.0 / r["images_per_s"] for r in recs)  # images per second over the timed steps
+
+
+def _time_steps(step, warmup: int, steps: int, batch: int) -> float:
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def variant_model_only(args) -> float:
+    import torch
+
+    from selfsup.api import build_from_config
+    from selfsup.data import expand_views
+    from selfsup.methods.base import Progress
+    from selfsup.nn.ema import ema_update
+    from selfsup.train.optim import build_optimizer, scaled_lr
+
+    cfg = _config(args)
+    method = build_from_config(cfg)
+    opt = build_optimizer(method.param_groups(), cfg.optim, scaled_lr(cfg.optim, args.batch))
+    views = [torch.randn(args.batch, 3, s.size, s.size) for s in expand_views(cfg.data.views)]
+    progress = Progress(0, 100, 10)
+
+    def step():
+        method.on_step(progress)
+        out = method(views)
+        out.loss.backward()
+        method.after_backward(progress)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        for online, target in method.ema_pairs():
+            ema_update(online, target, method.ema_momentum(progress))
+        out.loss.item()
+
+    return _time_steps(step, args.warmup, args.steps, args.batch)
+
+
+def variant_lightly(args) -> float:
+    import torch
+    import torchvision
+    from torch import nn
+
+    cfg = _config(args)
+    backbone = torchvision.models.resnet18()
+    backbone.fc = nn.Identity()
+    if args.stem == "cifar":
+        backbone.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        backbone.maxpool = nn.Identity()
+    v = cfg.data.views[0]
+    if args.method == "simclr":
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import SimCLRProjectionHead
+        from lightly.transforms import SimCLRTransform
+
+        transform = SimCLRTransform(
+            input_size=args.size,
+            cj_prob=v.jitter_p,
+            cj_strength=v.brightness / 0.8,
+            min_scale=v.scale[0],
+            random_gray_scale=v.grayscale_p,
+            gaussian_blur=v.blur_p,
+            hf_prob=v.hflip_p,
+            normalize={"mean": list(v.mean), "std": list(v.std)},
+        )
+        head = SimCLRProjectionHead(512, 512, 128)
+        criterion = NTXentLoss(temperature=cfg.method.temperature)
+
+        def loss_fn(x0, x1):
+            return criterion(head(backbone(x0)), head(backbone(x1)))
+
+        params = list(backbone.parameters()) + list(head.parameters())
+    else:
+        raise SystemExit(f"no lightly reference loop for {args.method}")
+    dataset = torchvision.datasets.ImageFolder(f"{args.data}/train", transform=transform)
+    dataset = torch.utils.data.Subset(
+        dataset, list(range(0, len(dataset), max(1, len(dataset) // ((args.warmup + args.steps + 1) * args.batch))))
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=args.batch, shuffle=True, drop_last=True, num_workers=args.num_workers
+    )
+    from lightly.utils.lars import LARS
+
+    opt = LARS(params, lr=cfg.optim.lr * args.batch / 256, momentum=0.9, weight_decay=cfg.optim.weight_decay)
+    it = iter(loader)
+
+    def step():
+        (x0, x1), _ = next(it)
+        loss = loss_fn(x0, x1)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()
+
+    return _time_steps(step, args.warmup, args.steps, args.batch)
+
+
+VARIANTS = {"selfsup": variant_selfsup, "model_only": variant_model_only, "lightly": variant_lightly}
+
+
+def run_variant(args) -> None:
+    with PeakMemory() as mem:
+        ips = VARIANTS[args.variant](args)
+    print(json.dumps({"variant": args.variant, "images_per_s": ips, "peak_mb": mem.peak_kb / 1024}))
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--method", default="simclr")
+    p.add_argument("--data", help="ImageFolder CIFAR-10 root (default: extract the shared archive)")
+    p.add_argument("--stem", choices=["cifar", "imagenet"], default="cifar")
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--variants", default="selfsup,model_only,lightly")
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.data is None:
+        from selfsup.data.archive import ensure_extracted
+
+        args.data = str(ensure_extracted(ARCHIVE) / "cifar10")
+    if args.variant:
+        return run_variant(args)
+
+    variants = args.variants.split(",")
+    if "lightly" in variants:
+        try:
+            import lightly  # noqa: F401
+        except ImportError:
+            print("lightly is not installed (pip install lightly): skipping its reference loop", file=sys.stderr)
+            variants.remove("lightly")
+    results: dict[str, list[dict]] = {v: [] for v in variants}
+    base = [
+        sys.executable,
+        __file__,
+        "--method",
+        args.method,
+        "--data",
+        args.data,
+        "--stem",
+        args.stem,
+        "--size",
+        str(args.size),
+        "--batch",
+        str(args.batch),
+        "--warmup",
+        str(args.warmup),
+        "--steps",
+        str(args.steps),
+        "--num-workers",
+        str(args.num_workers),
+    ]
+    for r in range(args.rounds):
+        for v in variants if r % 2 == 0 else variants[::-1]:
+            out = subprocess.run([*base, "--variant", v], capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"variant {v} failed:\n{out.stderr[-3000:]}")
+            rec = json.loads(out.stdout.strip().splitlines()[-1])
+            results[v].append(rec)
+            print(json.dumps({"round": r, **rec}), flush=True)
+    med = {v: statistics.median(x["images_per_s"] for x in recs) for v, recs in results.items()}
+    mem = {v: max(x["peak_mb"] for x in recs) for v, recs in results.items()}
+    summary = {
+        "method": args.method,
+        "backbone": "resnet18",
+        "stem": args.stem,
+        "size": args.size,
+        "batch": args.batch,
+        "images_per_s": round(med["selfsup"], 1),
+        "model_only_images_per_s": round(med["model_only"], 1) if "model_only" in med else None,
+        "lightly_images_per_s": round(med["lightly"], 1) if "lightly" in med else None,
+        "vs_model_only": round(med["selfsup"] / med["model_only"], 3) if "model_only" in med else None,
+        "vs_lightly": round(med["selfsup"] / med["lightly"], 3) if "lightly" in med else None,
+        "peak_mb": {v: round(m) for v, m in mem.items()},
+        "rounds": args.rounds,
+        "timed_steps": args.steps,
+        "num_workers": args.num_workers,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
