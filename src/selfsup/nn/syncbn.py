@@ -9,7 +9,6 @@ fused version on CUDA and this one elsewhere.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import dist
