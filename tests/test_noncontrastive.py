@@ -153,7 +153,8 @@ def test_simsiam_projector_and_predictor_shapes_follow_the_paper():
     assert isinstance(last_bn, torch.nn.BatchNorm1d) and not last_bn.affine
     pred = [m for m in method.predictor if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in pred] == [(2048, 512), (512, 2048)]
-    assert load_config("simsiam-cifar10").method.proj_layers == 2
+    cifar = load_config("simsiam-cifar10").method
+    assert (cifar.proj_layers, cifar.proj_hidden_dim, cifar.proj_out_dim) == (2, 2048, 2048)
 
 
 def test_simsiam_predictor_keeps_the_peak_lr_while_the_rest_decays():
