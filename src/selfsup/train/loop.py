@@ -213,15 +213,21 @@ def fit(
         desc="pretrain",
     )
 
+    stop = _StopFlag()
+    stopping = False
+
     def flush() -> dict[str, Any]:
-        """Read metrics back (the loop's host sync) and stop on a non-finite loss."""
-        nonlocal loss_sum, log_sums, count, images, t_log
+        """Read metrics back (the loop's host sync), stop on a non-finite loss, and agree across
+        ranks on a stop signal (so that every rank checkpoints and stops after the same step)."""
+        nonlocal loss_sum, log_sums, count, images, t_log, stopping
         if count == 0:
             return {}
-        vals = torch.stack([loss_sum, *log_sums.values(), bad.float()]) / count
+        signalled = torch.tensor(float(stop.signal is not None) * count, device=device)
+        vals = torch.stack([loss_sum, *log_sums.values(), bad.float() * count, signalled]) / count
         if world > 1:
             vals = dist.all_reduce_sum(vals) / world
         vals = vals.tolist()
+        stopping = stopping or vals.pop() > 0
         if vals[-1] > 0 or not math.isfinite(vals[0]):
             raise NonFiniteLossError(
                 f"non-finite loss at or before step {step}; stopped without writing a checkpoint"
@@ -249,7 +255,7 @@ def fit(
     collapse = CollapseWatch(train.collapse_threshold, train.collapse_window)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     stop_at = total if max_steps is None else min(total, max_steps)
-    with _StopFlag() as stop:
+    with stop:
         while step < stop_at:
             epoch = step // spe
             sampler.set_position(epoch, step % spe)
@@ -288,17 +294,17 @@ def fit(
                 count += 1
                 bar.update(1)
                 end_of_epoch = step % spe == 0
-                if step % train.log_every == 0 or end_of_epoch or step == stop_at:
-                    last = flush() or last
                 if (
-                    stop.signal is not None
-                    or step == stop_at
+                    step % train.log_every == 0
                     or end_of_epoch
-                    or (train.ckpt_every and step % train.ckpt_every == 0)
+                    or step == stop_at
+                    or (world == 1 and stop.signal is not None)
                 ):
                     last = flush() or last
+                if stopping or step == stop_at or end_of_epoch or (train.ckpt_every and step % train.ckpt_every == 0):
+                    last = flush() or last
                     checkpoint()
-                if stop.signal is not None:
+                if stopping:
                     bar.close()
                     raise KeyboardInterrupt(f"stopped by signal {stop.signal} at step {step}; resume with --resume")
                 if step == stop_at:
