@@ -1,6 +1,42 @@
-"""Evaluation of frozen features: extraction and weighted kNN."""
+"""Evaluation: feature extraction, weighted kNN (and its sweep), linear probe, fine-tuning with a
+fraction of the labels, SimCLR v2 distillation, exported weights and embeddings.
 
+``selfsup.eval.protocols`` runs these from weights on disk (the CLI); ``selfsup.eval.report`` draws
+a run's plots (it needs matplotlib).
+"""
+
+from .distill import DistillConfig, distill, distill_and_evaluate, distillation_loss
+from .export import export_encoder, load_embeddings, save_embeddings
 from .features import extract_features
-from .knn import knn_classify, knn_predict
+from .finetune import FinetuneConfig, balanced_subset, finetune, projection_head_layers, subset_from_file
+from .knn import knn_classify, knn_predict, knn_sweep
+from .linear import LinearConfig, linear_probe, train_linear, train_linear_augmented
+from .supervised import Classifier, evaluate, linear_head, topk_accuracy, train_transform
 
-__all__ = ["extract_features", "knn_classify", "knn_predict"]
+__all__ = [
+    "Classifier",
+    "DistillConfig",
+    "FinetuneConfig",
+    "LinearConfig",
+    "balanced_subset",
+    "distill",
+    "distill_and_evaluate",
+    "distillation_loss",
+    "evaluate",
+    "export_encoder",
+    "extract_features",
+    "finetune",
+    "knn_classify",
+    "knn_predict",
+    "knn_sweep",
+    "linear_head",
+    "linear_probe",
+    "load_embeddings",
+    "projection_head_layers",
+    "save_embeddings",
+    "subset_from_file",
+    "topk_accuracy",
+    "train_linear",
+    "train_linear_augmented",
+    "train_transform",
+]

@@ -8,7 +8,32 @@ bank, the top ``k`` neighbours vote for their class with weight ``exp(sim / T)``
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+
+@torch.no_grad()
+def knn_neighbours(
+    bank: torch.Tensor, queries: torch.Tensor, k: int, bank_chunk: int = 65536
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Similarities and bank indices ``(Q, k)`` of each query's ``k`` nearest bank rows, nearest first.
+
+    The bank is processed in chunks whose top-k are merged, so memory is ``O(Q x bank_chunk)``.
+    """
+    k = min(k, bank.shape[0])
+    top_sim = torch.full((queries.shape[0], 0), float("-inf"), device=queries.device)
+    top_idx = torch.zeros((queries.shape[0], 0), dtype=torch.long, device=queries.device)
+    for start in range(0, bank.shape[0], bank_chunk):
+        sim = queries @ bank[start : start + bank_chunk].T
+        s, i = sim.topk(min(k, sim.shape[1]), dim=1)
+        top_sim, pos = torch.cat([top_sim, s], 1).topk(min(k, top_sim.shape[1] + s.shape[1]), dim=1)
+        top_idx = torch.cat([top_idx, i + start], 1).gather(1, pos)
+    return top_sim, top_idx
+
+
+def _vote(top_sim, top_idx, bank_labels, k, temperature, num_classes) -> torch.Tensor:
+    """Class scores from the first ``k`` neighbours, each voting ``exp(sim / T)`` for its class."""
+    weights = (top_sim[:, :k] / temperature).exp()
+    scores = torch.zeros(top_sim.shape[0], num_classes, device=top_sim.device, dtype=weights.dtype)
+    return scores.scatter_add_(1, bank_labels[top_idx[:, :k]], weights)
 
 
 @torch.no_grad()
@@ -26,25 +51,22 @@ def knn_predict(
 
     ``bank`` ``(N, D)`` and ``queries`` ``(Q, D)`` should be l2-normalized. Both are processed in
     chunks (a running top-k merges bank chunks), so memory is ``O(query_chunk x bank_chunk)``
-    whatever N and Q are.
+    whatever N and Q are; votes are scattered, not one-hot encoded, so it is independent of C too.
     """
     if bank.shape[0] != bank_labels.shape[0]:
         raise ValueError("bank and bank_labels differ in length")
     num_classes = int(bank_labels.max()) + 1 if num_classes is None else num_classes
-    k = min(k, bank.shape[0])
     out = []
     for q in queries.split(query_chunk):
-        top_sim = torch.full((q.shape[0], 0), float("-inf"), device=q.device)
-        top_idx = torch.zeros((q.shape[0], 0), dtype=torch.long, device=q.device)
-        for start in range(0, bank.shape[0], bank_chunk):
-            sim = q @ bank[start : start + bank_chunk].T
-            s, i = sim.topk(min(k, sim.shape[1]), dim=1)
-            top_sim, pos = torch.cat([top_sim, s], 1).topk(min(k, top_sim.shape[1] + s.shape[1]), dim=1)
-            top_idx = torch.cat([top_idx, i + start], 1).gather(1, pos)
-        weights = (top_sim / temperature).exp()
-        votes = F.one_hot(bank_labels[top_idx], num_classes).float()
-        out.append((votes * weights.unsqueeze(-1)).sum(1))
+        sim, idx = knn_neighbours(bank, q, k, bank_chunk)
+        out.append(_vote(sim, idx, bank_labels, k, temperature, num_classes))
     return torch.cat(out)
+
+
+def _topk_hits(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    top = scores.topk(min(5, scores.shape[1]), dim=1).indices
+    hit = top == labels.unsqueeze(1)
+    return {"top1": hit[:, 0].float().mean().item(), "top5": hit.any(1).float().mean().item()}
 
 
 def knn_classify(
@@ -58,7 +80,36 @@ def knn_classify(
 ) -> dict[str, float]:
     """``{"top1": ..., "top5": ...}`` (fractions in [0, 1]) of weighted kNN on the queries."""
     num_classes = int(max(bank_labels.max(), query_labels.max())) + 1 if num_classes is None else num_classes
-    scores = knn_predict(bank, bank_labels, queries, k, temperature, num_classes)
-    top = scores.topk(min(5, num_classes), dim=1).indices
-    hit = top == query_labels.unsqueeze(1)
-    return {"top1": hit[:, 0].float().mean().item(), "top5": hit.any(1).float().mean().item()}
+    return _topk_hits(knn_predict(bank, bank_labels, queries, k, temperature, num_classes), query_labels)
+
+
+#: The sweep grid: k as in the field's CIFAR (200) and DINO (20) protocols and around them; T of
+#: DINO (0.07), InstDisc and most CIFAR benchmarks (0.1) and a flat vote (0.5).
+SWEEP_K = (10, 20, 100, 200)
+SWEEP_T = (0.07, 0.1, 0.5)
+
+
+@torch.no_grad()
+def knn_sweep(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    queries: torch.Tensor,
+    query_labels: torch.Tensor,
+    ks: tuple[int, ...] = SWEEP_K,
+    temperatures: tuple[float, ...] = SWEEP_T,
+    num_classes: int | None = None,
+    query_chunk: int = 1024,
+) -> list[dict[str, float]]:
+    """:func:`knn_classify` for every ``(k, T)`` of the grid from one neighbour search.
+
+    Returns one ``{"k", "temperature", "top1", "top5"}`` per pair, ``k`` major. The ``max(ks)``
+    nearest neighbours are found once per query chunk; each ``k`` uses their nearest prefix.
+    """
+    num_classes = int(max(bank_labels.max(), query_labels.max())) + 1 if num_classes is None else num_classes
+    grid = [(k, t) for k in ks for t in temperatures]
+    scores: dict[tuple[int, float], list[torch.Tensor]] = {g: [] for g in grid}
+    for q in queries.split(query_chunk):
+        sim, idx = knn_neighbours(bank, q, max(ks))
+        for k, t in grid:
+            scores[(k, t)].append(_vote(sim, idx, bank_labels, k, t, num_classes))
+    return [{"k": k, "temperature": t, **_topk_hits(torch.cat(scores[(k, t)]), query_labels)} for k, t in grid]

@@ -1,0 +1,230 @@
+"""What the supervised protocols (linear probe, fine-tuning, distillation) share.
+
+The training augmentation, a linear head initialized as in MoCo v3 / DINO, a classifier that puts
+optional extra layers (SimCLR v2's projection-head layer) and a head on any encoder, the optimizer
+with its per-step cosine schedule, one training loop for whole networks (DDP with global BatchNorm
+under ``torchrun``), and top-k accuracy of logits gathered over ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+
+from .. import dist
+from ..config import OptimConfig
+from ..data.dataset import EpochSampler, ViewDataset, collate, warn_skipped
+from ..methods.base import split_decay_groups
+from ..nn.syncbn import convert_sync_batchnorm
+from ..train.loop import NonFiniteLossError
+from ..train.optim import LARS, cosine_schedule
+from .features import extract_features
+
+
+@dataclass
+class TrainSettings:
+    """Optimization of a supervised protocol. ``lr`` is the base rate, scaled by ``batch / 256``."""
+
+    epochs: int = 90
+    batch_size: int = 256  # global: split over ranks
+    lr: float = 0.1
+    optimizer: str = "sgd"  # sgd | lars
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    warmup_epochs: float = 0.0
+    seed: int = 0
+    num_workers: int = 0
+
+
+def train_transform(size: int, mean, std, scale: tuple[float, float] = (0.08, 1.0)) -> T.Compose:
+    """Random resized crop and horizontal flip: the augmentation of linear probes and fine-tuning."""
+    return T.Compose(
+        [
+            T.PILToTensor(),
+            T.RandomResizedCrop(size, scale=scale, interpolation=InterpolationMode.BICUBIC, antialias=True),
+            T.RandomHorizontalFlip(),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def linear_head(in_dim: int, num_classes: int, bn: bool = False, seed: int | None = None) -> nn.Sequential:
+    """``[BatchNorm1d(affine=False)] -> Linear`` with weights ~ N(0, 0.01) and zero bias.
+
+    The parameter-free BatchNorm (MoCo v3, MAE) makes the probe insensitive to the feature scale.
+    With ``seed``, initialization does not touch the global random state.
+    """
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        fc = nn.Linear(in_dim, num_classes)
+        nn.init.normal_(fc.weight, std=0.01)
+        nn.init.zeros_(fc.bias)
+    return nn.Sequential(*([nn.BatchNorm1d(in_dim, affine=False)] if bn else []), fc)
+
+
+def _out_dim(module: nn.Module, in_dim: int) -> int:
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if linears:
+        return linears[-1].out_features
+    was = module.training
+    module.eval()
+    with torch.no_grad():
+        dim = module(torch.zeros(2, in_dim, device=next(module.parameters(), torch.zeros(0)).device)).shape[1]
+    module.train(was)
+    return dim
+
+
+class Classifier(nn.Module):
+    """``encoder -> extra -> linear`` for any encoder with ``num_features``.
+
+    ``extra`` holds layers between the encoder and the linear layer: SimCLR v2 fine-tunes from the
+    first layer of its projection head (see :func:`selfsup.eval.finetune.projection_head_layers`).
+    """
+
+    def __init__(
+        self, encoder: nn.Module, num_classes: int, extra: nn.Module | None = None, bn: bool = False, seed: int = 0
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.extra = extra if extra is not None else nn.Identity()
+        in_dim = encoder.num_features if extra is None else _out_dim(extra, encoder.num_features)
+        self.head = linear_head(in_dim, num_classes, bn, seed)
+
+    @property
+    def num_classes(self) -> int:
+        return self.head[-1].out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.extra(self.encoder(x)))
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """``{"top1", "top5"}`` fractions (top-5 is top-C when there are fewer than 5 classes)."""
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    hit = top == labels.unsqueeze(1)
+    return {"top1": hit[:, 0].float().mean().item(), "top5": hit.any(1).float().mean().item()}
+
+
+def evaluate(model: nn.Module, test: ViewDataset, batch_size: int = 256, num_workers: int = 0) -> dict[str, float]:
+    """Top-1/top-5 of ``model``'s logits on ``test`` (eval mode; sharded over ranks, same on all)."""
+    logits, labels = extract_features(
+        model, test, batch_size, num_workers=num_workers, normalize=False, distributed=True, desc="evaluate"
+    )
+    return topk_accuracy(logits, labels)
+
+
+def global_batch(n: int, batch_size: int, world: int = 1) -> int:
+    """``batch_size``, or all of a smaller dataset, rounded down to a multiple of the world size."""
+    b = min(batch_size, n)
+    b -= b % world
+    if b < 1:
+        raise ValueError(f"{n} training images cannot be split over {world} processes")
+    return b
+
+
+def build_optimizer(groups: list[dict], s: TrainSettings, batch: int, total_steps: int, steps_per_epoch: int):
+    """The optimizer and its per-step learning rates (linear warm-up, then cosine to 0).
+
+    LARS (selfsup.train.optim) for large batches, as SimCLR and MAE; biases and norms are excluded
+    from its adaptation and from weight decay.
+    """
+    peak = s.lr * batch / 256
+    for g in groups:
+        g.setdefault("weight_decay", s.weight_decay)
+    if s.optimizer == "lars":
+        opt = LARS(groups, lr=peak, momentum=s.momentum, trust_coefficient=OptimConfig.trust_coefficient)
+    elif s.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=peak, momentum=s.momentum, nesterov=s.nesterov and s.momentum > 0)
+    else:
+        raise ValueError(f"optimizer: unknown {s.optimizer!r}; expected sgd or lars")
+    warmup = min(total_steps, int(round(s.warmup_epochs * steps_per_epoch)))
+    return opt, cosine_schedule(peak, 0.0, total_steps, warmup)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+
+
+def rank_loader(dataset: ViewDataset, batch: int, s: TrainSettings, device: torch.device):
+    """This rank's slice of each global batch (:class:`EpochSampler`: seeded order and augmentation,
+    drop-last), so the gathered global batch is the same whatever the number of ranks."""
+    world = dist.world_size()
+    sampler = EpochSampler(len(dataset), batch, seed=s.seed, rank=dist.rank(), world=world)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch // world,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=s.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    return sampler, loader
+
+
+def train_network(
+    model: nn.Module,
+    dataset: ViewDataset,
+    s: TrainSettings,
+    step_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+    device: torch.device,
+) -> nn.Module:
+    """Train every parameter of ``model`` on ``dataset`` with ``step_loss(model, images, labels)``.
+
+    Under ``torchrun`` the model is wrapped in DDP and BatchNorm becomes global (SyncBatchNorm, as
+    SimCLR fine-tunes), so a step equals the one-process step on the whole global batch. Returns
+    the trained model (the converted one under DDP, with the same state-dict keys).
+    """
+    world = dist.world_size()
+    batch = global_batch(len(dataset), s.batch_size, world)
+    model.to(device)
+    net: nn.Module = model
+    if world > 1:
+        model = convert_sync_batchnorm(model, device)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    sampler, loader = rank_loader(dataset, batch, s, device)
+    total = sampler.steps_per_epoch * s.epochs
+    opt, lrs = build_optimizer(split_decay_groups(model.named_parameters()), s, batch, total, sampler.steps_per_epoch)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    model.train()
+    step, seen = 0, set()
+    for epoch in range(s.epochs):
+        sampler.set_position(epoch)
+        bad = torch.zeros((), dtype=torch.bool, device=device)
+        for b in loader:
+            warn_skipped(b["skipped"], seen)
+            set_lr(opt, float(lrs[step]))
+            with autocast:
+                loss = step_loss(net, b["views"][0].to(device, non_blocking=True), b["labels"].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bad |= ~torch.isfinite(loss.detach())
+            step += 1
+        if bool(bad):
+            raise NonFiniteLossError(f"non-finite loss in epoch {epoch}; lower the learning rate")
+    model.eval()
+    return model
+
+
+__all__ = [
+    "Classifier",
+    "TrainSettings",
+    "build_optimizer",
+    "evaluate",
+    "global_batch",
+    "linear_head",
+    "rank_loader",
+    "topk_accuracy",
+    "train_network",
+    "train_transform",
+]
