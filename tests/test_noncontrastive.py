@@ -11,13 +11,13 @@ import torch.nn.functional as F
 
 from _dist import run_distributed
 from _util import tiny_config, tiny_views
-from selfsup import dist
 from selfsup.api import build_from_config
 from selfsup.config import load_config
 from selfsup.losses import negative_cosine, normalized_mse
 from selfsup.methods import Progress
 from selfsup.methods.barlowtwins import barlow_twins_loss, cross_correlation
 from selfsup.nn import ema_update
+from selfsup.nn.syncbn import convert_sync_batchnorm
 from selfsup.train.optim import build_optimizer, build_schedule, scaled_lr
 
 # --------------------------------------------------------------------------------------------
@@ -235,14 +235,6 @@ def test_barlow_twins_biases_and_norms_get_0048_over_02_of_the_lr():
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.2 * 8, 0.0048 * 8])  # the paper's rates x 2048/256
 
 
-def _global_bn(x: torch.Tensor) -> torch.Tensor:
-    """What SyncBatchNorm (no affine) computes in training mode: statistics over every rank's rows."""
-    n = x.shape[0] * dist.world_size()
-    mean = dist.all_reduce_sum(x.sum(0)) / n
-    var = dist.all_reduce_sum(((x - mean) ** 2).sum(0)) / n
-    return (x - mean) / torch.sqrt(var + 1e-5)
-
-
 def _barlow_rank(rank, world, x1, x2, lambd):
     n = x1.shape[0] // world
     rows = slice(rank * n, (rank + 1) * n)
@@ -251,10 +243,11 @@ def _barlow_rank(rank, world, x1, x2, lambd):
     b = x2[rows].clone().requires_grad_(True)
     c = cross_correlation(a, b)
     barlow_twins_loss(c, lambd).backward()
-    # raw embeddings through a global BN, as the method runs under DDP with SyncBN
+    # raw embeddings through the embeddings' BN made global, as the loop runs the method under DDP
+    bn = convert_sync_batchnorm(torch.nn.BatchNorm1d(x1.shape[1], affine=False), torch.device("cpu"))
     r1 = x1[rows].clone().requires_grad_(True)
     r2 = x2[rows].clone().requires_grad_(True)
-    loss = barlow_twins_loss(cross_correlation(_global_bn(r1), _global_bn(r2)), lambd)
+    loss = barlow_twins_loss(cross_correlation(bn(r1), bn(r2)), lambd)
     loss.backward()
     # DDP averages gradients over ranks: this rank's share of one process's gradient is grad / world
     return c.detach(), loss.item(), a.grad / world, b.grad / world, r1.grad / world, r2.grad / world
@@ -269,7 +262,7 @@ def test_barlow_twins_over_two_ranks_matches_one_process():
     c_full = cross_correlation(a, b)
     barlow_twins_loss(c_full, lambd).backward()
     r1, r2 = x1.clone().requires_grad_(True), x2.clone().requires_grad_(True)
-    bn = lambda x: F.batch_norm(x, None, None, training=True, eps=1e-5)  # noqa: E731
+    bn = torch.nn.BatchNorm1d(5, affine=False)
     loss_full = barlow_twins_loss(cross_correlation(bn(r1), bn(r2)), lambd)
     loss_full.backward()
 
