@@ -18,7 +18,7 @@ from torch import nn
 from . import dist
 from .backbones import backbone_from_config
 from .config import Config, ConfigError, DataConfig, ViewSpec, dump_config, from_dict
-from .data import eval_dataset, pretrain_dataset
+from .data import batch_augment, eval_dataset, pretrain_dataset
 from .data.sources import DataError
 from .eval import extract_features, knn_classify
 from .methods import build_method
@@ -95,6 +95,7 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, max_steps: 
         _check_resume_config(load_checkpoint(ckpt)["config"], cfg)
     elif not resume and ckpt.exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    dist.init_from_env(None if cfg.train.device == "auto" else resolve_device(cfg.train.device))
     dataset = pretrain_dataset(cfg.data)
     dataset.check_readable()
     method = build_from_config(cfg)
@@ -113,6 +114,7 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, max_steps: 
         monitor_every=cfg.knn.every,
         record=record,
         num_workers=cfg.data.num_workers,
+        augment=batch_augment(cfg.data),
         max_steps=max_steps,
     )
 

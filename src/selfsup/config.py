@@ -67,6 +67,13 @@ class DataConfig:
     limit: int = 0  # 0: all images; otherwise a fixed-seed random subset of this size
     limit_seed: int = 0
     num_workers: int = 4
+    #: where views are augmented: "pil" per image in the DataLoader workers; "batched" per batch on
+    #: the training device (GPU when there is one), which needs equal-size images (see ``cache``).
+    augment: Literal["pil", "batched"] = "pil"
+    #: decode every image once into a uint8 array shared by workers and ranks (memory-mapped);
+    #: images must have one size, or ``cache_size`` > 0 fits each to a square of that side first.
+    cache: bool = False
+    cache_size: int = 0
     views: list[ViewSpec] = field(default_factory=lambda: [ViewSpec(count=2)])
 
 
@@ -75,6 +82,13 @@ class BackboneConfig:
     name: str = "resnet50"
     cifar_stem: bool = False
     zero_init_residual: bool = False
+    # Vision Transformers only (ResNets ignore these); see selfsup/backbones/vit.py
+    img_size: int = 224  # the patch grid the position embedding is built for; other sizes resample it
+    num_heads: int = 0  # 0: the architecture's own (6 for ViT-S; MoCo v3 uses 12)
+    drop_path_rate: float = 0.0
+    pos_embed: Literal["learn", "sincos"] = "learn"  # sincos: fixed 2-D sin-cos (MoCo v3)
+    freeze_patch_embed: bool = False  # keep the random patch projection (MoCo v3)
+    weight_init: Literal["timm", "moco"] = "timm"
 
 
 @dataclass

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..config import DataConfig
+from .batched import BatchedViews
 from .dataset import EpochSampler, ViewDataset, collate, sample_seed
-from .sources import DataError, ImageSource, build_source, digits_source, subset_indices
+from .sources import ArraySource, DataError, FileSource, ImageSource, build_source, digits_source, subset_indices
 from .views import eval_transform, expand_views, view_transform
 
 
 def pretrain_dataset(cfg: DataConfig) -> ViewDataset:
-    """The multi-view dataset a pretraining run draws from (``cfg.limit`` applied)."""
+    """The multi-view dataset a pretraining run draws from (``cfg.limit`` applied).
+
+    With ``cfg.augment == "batched"`` its items are raw uint8 images and :func:`batch_augment`
+    gives the views; ``cfg.cache`` decodes every image once into a shared array first.
+    """
     source = build_source(cfg)
     idx = subset_indices(len(source), cfg.limit, cfg.limit_seed)
-    return ViewDataset(source, [view_transform(s) for s in expand_views(cfg.views)], idx)
+    if cfg.cache or (cfg.augment == "batched" and not isinstance(source, ArraySource)):
+        from .cache import decoded
+
+        if isinstance(source, FileSource) and len(idx) < len(source):  # decode only the subset
+            source = FileSource(source.root, [source.files[i] for i in idx], source.labels[idx], source.classes)
+        source = decoded(source, cfg.cache_size)
+        idx = np.setdiff1d(np.arange(len(source)), np.asarray(sorted(getattr(source, "unreadable", ())), dtype=int))
+    transforms = [] if cfg.augment == "batched" else [view_transform(s) for s in expand_views(cfg.views)]
+    return ViewDataset(source, transforms, idx)
+
+
+def batch_augment(cfg: DataConfig) -> BatchedViews | None:
+    """The on-device augmentation of ``cfg.augment == "batched"`` (None for the per-image path)."""
+    return BatchedViews(cfg.views) if cfg.augment == "batched" else None
 
 
 def eval_dataset(cfg: DataConfig, size: int) -> ViewDataset:
@@ -24,6 +44,8 @@ def eval_dataset(cfg: DataConfig, size: int) -> ViewDataset:
 
 
 __all__ = [
+    "BatchedViews",
+    "batch_augment",
     "DataError",
     "EpochSampler",
     "ImageSource",

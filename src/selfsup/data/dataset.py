@@ -33,12 +33,15 @@ class ViewDataset(Dataset):
     """Items: ``(views, label, skipped)`` with one tensor per transform (one per view).
 
     Indexed by ``(index, seed)`` pairs from :class:`EpochSampler`, or by a plain int (seed 0).
+    With no transforms, the one "view" is the decoded image as a ``(3, H, W)`` uint8 tensor, for
+    augmentation on the training device (:class:`~selfsup.data.batched.BatchedViews`).
     """
 
     def __init__(self, source: ImageSource, transforms: list[Callable], indices: np.ndarray | None = None):
         self.source = source
         self.transforms = transforms
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices)
+        self.raw = not transforms
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -53,7 +56,8 @@ class ViewDataset(Dataset):
         for step in range(len(self)):
             j = (i + step) % len(self)
             try:
-                return self.source.load(int(self.indices[j])), j, skipped
+                k = int(self.indices[j])
+                return (self.source.load_array(k) if self.raw else self.source.load(k)), j, skipped
             except Exception as e:  # noqa: BLE001 - any decoder error means "unreadable"
                 skipped.append(f"{self.source.name(int(self.indices[j]))} ({type(e).__name__}: {e})")
         raise DataError(f"none of the {len(self)} images could be read; first: {skipped[0]}")
@@ -65,6 +69,8 @@ class ViewDataset(Dataset):
     def __getitem__(self, item):
         i, seed = item if isinstance(item, tuple) else (item, 0)
         img, j, skipped = self._load(i)
+        if self.raw:
+            return [torch.from_numpy(np.array(img)).permute(2, 0, 1)], int(self.source.labels[self.indices[j]]), skipped
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             views = [t(img) for t in self.transforms]

@@ -42,6 +42,10 @@ class ImageSource:
     def name(self, i: int) -> str:
         return str(i)
 
+    def load_array(self, i: int) -> np.ndarray:
+        """Image ``i`` as a ``(H, W, 3)`` uint8 array."""
+        return np.asarray(self.load(i))
+
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """RGB from any mode: palette and grayscale expanded, CMYK converted, alpha dropped."""
@@ -111,7 +115,10 @@ class ArraySource(ImageSource):
         self.prefix = prefix
 
     def load(self, i: int) -> Image.Image:
-        return Image.fromarray(self.images[i])
+        return Image.fromarray(np.asarray(self.images[i]))
+
+    def load_array(self, i: int) -> np.ndarray:
+        return np.asarray(self.images[i])
 
     def name(self, i: int) -> str:
         return f"{self.prefix}/{i}"

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .. import dist
 from ..config import ConfigError, OptimConfig, TrainConfig
-from ..data.dataset import EpochSampler, ViewDataset, collate, warn_skipped
+from ..data.dataset import EpochSampler, ViewDataset, collate, sample_seed, warn_skipped
 from ..methods.base import Method, Progress
 from ..nn.ema import ema_update
 from ..nn.syncbn import convert_sync_batchnorm
@@ -107,12 +107,15 @@ def fit(
     monitor_every: int = 0,
     record: dict[str, Any] | None = None,
     num_workers: int = 0,
+    augment: Callable[[torch.Tensor, int], list[torch.Tensor]] | None = None,
     max_steps: int | None = None,
 ) -> FitResult:
     """Train ``method`` on ``dataset``; checkpoints, metrics and the exported backbone go to ``out_dir``.
 
-    ``record`` (the resolved config) is stored in checkpoints and export metadata. ``max_steps``
-    stops early after a checkpoint, as a preempted job would.
+    ``record`` (the resolved config) is stored in checkpoints and export metadata. ``augment`` turns
+    a batch of raw uint8 images into the views on the training device (``data.augment: batched``);
+    without it the dataset yields the views. ``max_steps`` stops early after a checkpoint, as a
+    preempted job would.
     """
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoints" / "last.pt" if out is not None else None
@@ -124,6 +127,12 @@ def fit(
     if per_rank % train.accum_steps:
         raise ConfigError(f"train.accum_steps={train.accum_steps} does not divide the per-process batch {per_rank}")
     micro = per_rank // train.accum_steps
+    if train.accum_steps > 1:
+        warnings.warn(
+            f"train.accum_steps={train.accum_steps}: gradients are accumulated, but batch statistics (BatchNorm, "
+            f"negatives, cross-correlations) cover micro-batches of {micro} images, not the whole batch",
+            stacklevel=2,
+        )
     cuda = device.type == "cuda"
     use_bf16 = train.precision == "bf16" or (train.precision == "auto" and cuda)
     channels_last = cuda and train.channels_last
@@ -267,6 +276,9 @@ def fit(
                 if first:
                     method.on_step(Progress(step, total, spe))
                 views = [v.to(device, non_blocking=True) for v in batch["views"]]
+                if augment is not None:  # seeded by position, so a resumed run draws the same views
+                    micro_index = (step % spe) * train.accum_steps + i % train.accum_steps
+                    views = augment(views[0], sample_seed(train.seed, epoch, micro_index * world + rank))
                 if channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 sync = contextlib.nullcontext() if last_micro or world == 1 else model.no_sync()
