@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from .. import dist
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, gather: bool = True) -> torch.Tensor:
+def nt_xent(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float = 0.1,
+    gather: bool = True,
+    negatives: torch.Tensor | None = None,
+) -> torch.Tensor:
     """NT-Xent over both views: each of the 2N embeddings has one positive and 2N-2 negatives.
 
     Args:
@@ -20,6 +26,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, gather
         temperature: the softmax temperature tau.
         gather: under torch.distributed, use the embeddings of all ranks as negatives (N = n x world
             size), with gradients flowing back to the rank that produced them. No-op on one process.
+        negatives: optional ``(K, d)`` extra negatives for every anchor (SimCLR v2's memory of
+            momentum-encoder embeddings, arXiv:2006.10029 sec. 2); no gradient flows into them.
 
     Returns:
         The mean loss over this rank's 2n anchors, a scalar. With DDP averaging over ranks this is the
@@ -44,4 +52,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, gather
     self_idx = torch.cat([local, local + big_n])
     pos_idx = torch.cat([local + big_n, local])
     logits = logits.masked_fill(F.one_hot(self_idx, 2 * big_n).bool(), float("-inf"))
+    if negatives is not None:
+        extra = F.normalize(negatives.detach().float(), dim=1)
+        logits = torch.cat([logits, anchors @ extra.T / temperature], dim=1)
     return F.cross_entropy(logits, pos_idx)

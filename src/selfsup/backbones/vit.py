@@ -1,0 +1,106 @@
+"""Vision Transformers (Dosovitskiy et al. 2021, arXiv:2010.11929) through timm, returning the CLS
+token after the final LayerNorm.
+
+The model is timm's own ``VisionTransformer`` (``num_classes=0``), so its state dict carries timm's key
+names. Inputs of any size divisible by the patch size work (``dynamic_img_size``: the position
+embedding is resampled from the ``img_size`` grid). Options for MoCo v3 (Chen, Xie, He 2021,
+arXiv:2104.02057, sec. 4 and the official ``vits.py``):
+
+- ``pos_embed="sincos"``: the fixed 2-D sin-cos position embedding (zero for the CLS token), not trained;
+- ``freeze_patch_embed=True``: the patch projection stays at its random initialization (sec. 4.2);
+- ``weight_init="moco"``: xavier-uniform linear layers with Q, K, V treated separately, zero biases,
+  and xavier-uniform on the flattened patch projection.
+
+``num_heads=0`` keeps the architecture's own head count (6 for ViT-S, as in DeiT and DINO); MoCo v3's
+ViT-S uses 12.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from .registry import BACKBONES
+
+ARCHS = {
+    "vit_small_patch16": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
+    "vit_base_patch16": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
+    "vit_small_patch8": dict(patch_size=8, embed_dim=384, depth=12, num_heads=6),
+}
+
+
+def sincos_pos_embed_2d(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """``(grid_h * grid_w, dim)``: MoCo v3's ``build_2d_sincos_position_embedding``.
+
+    Quarters of the channels hold ``sin, cos`` of the first grid coordinate, then ``sin, cos`` of the
+    second, at frequencies ``temperature ** (-i / (dim / 4))``. As in the official code (``meshgrid``
+    of (w, h) with 'ij' indexing), the first coordinate runs slowest over the token order.
+    """
+    if dim % 4:
+        raise ValueError(f"the 2-D sin-cos position embedding needs a width divisible by 4, got {dim}")
+    a, b = torch.meshgrid(
+        torch.arange(grid_w, dtype=torch.float32), torch.arange(grid_h, dtype=torch.float32), indexing="ij"
+    )
+    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    out_a = a.flatten()[:, None] * omega[None]
+    out_b = b.flatten()[:, None] * omega[None]
+    return torch.cat([out_a.sin(), out_a.cos(), out_b.sin(), out_b.cos()], dim=1)
+
+
+def _vit(
+    arch: str,
+    *,
+    img_size: int = 224,
+    num_heads: int = 0,
+    drop_path_rate: float = 0.0,
+    pos_embed: str = "learn",
+    freeze_patch_embed: bool = False,
+    weight_init: str = "timm",
+    embed_dim: int | None = None,
+    depth: int | None = None,
+    mlp_ratio: float = 4.0,
+    **ignored,
+) -> VisionTransformer:
+    spec = dict(ARCHS[arch])
+    spec["embed_dim"] = embed_dim or spec["embed_dim"]
+    spec["depth"] = depth or spec["depth"]
+    spec["num_heads"] = num_heads or spec["num_heads"]
+    if weight_init not in ("timm", "moco"):
+        raise ValueError(f"backbone.weight_init: {weight_init!r} is not 'timm' or 'moco'")
+    if pos_embed not in ("learn", "sincos"):
+        raise ValueError(f"backbone.pos_embed: {pos_embed!r} is not 'learn' or 'sincos'")
+    model = VisionTransformer(
+        img_size=img_size,
+        mlp_ratio=mlp_ratio,
+        qkv_bias=True,
+        num_classes=0,
+        global_pool="token",
+        dynamic_img_size=True,
+        drop_path_rate=drop_path_rate,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        weight_init="moco" if weight_init == "moco" else "",
+        **spec,
+    )
+    proj = model.patch_embed.proj
+    if weight_init == "moco":  # xavier-uniform over the flattened (3 * p * p) -> dim projection
+        val = math.sqrt(6.0 / float(proj.in_channels * math.prod(proj.kernel_size) + proj.out_channels))
+        nn.init.uniform_(proj.weight, -val, val)
+        nn.init.zeros_(proj.bias)
+    if pos_embed == "sincos":
+        h, w = model.patch_embed.grid_size
+        pe = sincos_pos_embed_2d(h, w, model.embed_dim)
+        with torch.no_grad():
+            model.pos_embed.copy_(torch.cat([torch.zeros(1, model.embed_dim), pe])[None])
+        model.pos_embed.requires_grad_(False)
+    if freeze_patch_embed:
+        for p in model.patch_embed.parameters():
+            p.requires_grad_(False)
+    return model
+
+
+for _name in ARCHS:
+    BACKBONES.register(_name)(partial(_vit, _name))
