@@ -4,7 +4,7 @@ from .api import build_from_config, knn_eval, knn_from_weights, load_encoder, pr
 from .backbones import build_backbone
 from .config import Config, ConfigError, ViewSpec, list_presets, load_config
 from .data import DataError, eval_dataset, pretrain_dataset
-from .eval import extract_features, knn_classify
+from .eval import extract_features, knn_classify, knn_sweep, linear_probe
 from .methods import METHODS, Method, build_method
 from .train import fit
 
@@ -26,6 +26,8 @@ __all__ = [
     "knn_classify",
     "knn_eval",
     "knn_from_weights",
+    "knn_sweep",
+    "linear_probe",
     "list_presets",
     "load_config",
     "load_encoder",

@@ -178,7 +178,7 @@ def _folder_eval_dataset(path: str, size: int, limit: int, mean, std):
         dc = DataConfig(source="imagefolder", path=path, limit=limit, views=[spec])
     ds = eval_dataset(dc, size)
     if (ds.labels < 0).any():
-        raise DataError(f"{path}: kNN needs labels (an ImageFolder tree with one sub-folder per class)")
+        raise DataError(f"{path}: evaluation needs labels (an ImageFolder tree with one sub-folder per class)")
     ds.check_readable()
     return ds
 
@@ -193,16 +193,16 @@ def knn_eval(
     device: str | torch.device | None = None,
     num_workers: int = 0,
     progress: bool = False,
+    distributed: bool = False,
 ) -> dict[str, float]:
-    """Weighted kNN top-1/top-5 of ``encoder`` features: bank ``train_ds``, queries ``test_ds``."""
+    """Weighted kNN top-1/top-5 of ``encoder`` features: bank ``train_ds``, queries ``test_ds``.
+
+    ``distributed``: under torchrun, each rank extracts a shard and all get every feature."""
     if device is not None:
         encoder.to(device)
-    bank, bank_y = extract_features(
-        encoder, train_ds, batch_size, device, num_workers, progress=progress, desc="bank features"
-    )
-    q, q_y = extract_features(
-        encoder, test_ds, batch_size, device, num_workers, progress=progress, desc="test features"
-    )
+    kw = dict(progress=progress, distributed=distributed)
+    bank, bank_y = extract_features(encoder, train_ds, batch_size, device, num_workers, desc="bank features", **kw)
+    q, q_y = extract_features(encoder, test_ds, batch_size, device, num_workers, desc="test features", **kw)
     n_cls = max(len(train_ds.source.classes), int(bank_y.max()) + 1, int(q_y.max()) + 1)
     return knn_classify(bank, bank_y, q, q_y, k=k, temperature=temperature, num_classes=n_cls)
 
@@ -221,7 +221,9 @@ def knn_from_weights(
     device: str = "auto",
     progress: bool = False,
 ) -> dict[str, Any]:
-    """``selfsup knn``: load weights, extract features of two labelled sets, classify."""
+    """``selfsup knn``: load weights, extract features of two labelled sets, classify (sharded over
+    ranks under torchrun)."""
+    dev = dist.init_from_env(None if device == "auto" else resolve_device(device))
     encoder, cfg = load_encoder(weights)
     size = size or cfg.data.views[0].size
     mean, std = cfg.data.views[0].mean, cfg.data.views[0].std
@@ -229,7 +231,7 @@ def knn_from_weights(
     test_ds = _folder_eval_dataset(test, size, limit_test, mean, std)
     k = cfg.knn.k if k is None else k
     t = cfg.knn.temperature if temperature is None else temperature
-    res = knn_eval(encoder, train_ds, test_ds, k, t, batch_size, resolve_device(device), num_workers, progress)
+    res = knn_eval(encoder, train_ds, test_ds, k, t, batch_size, dev, num_workers, progress, distributed=True)
     return {**res, "k": k, "temperature": t, "n_train": len(train_ds), "n_test": len(test_ds), "image_size": size}
 
 

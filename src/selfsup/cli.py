@@ -99,8 +99,7 @@ def cmd_pretrain(args) -> int:
         "seconds": round(time.time() - t0, 1),
         "skipped_images": res.skipped_images,
     }
-    print(f"pretrained {cfg.method.name} ({cfg.backbone.name}) for {res.epochs:g} epochs into {args.out}")
-    print(json.dumps(summary))
+    _emit(f"pretrained {cfg.method.name} ({cfg.backbone.name}) for {res.epochs:g} epochs into {args.out}", summary)
     return 0
 
 
@@ -123,11 +122,11 @@ def cmd_knn(args) -> int:
         device=args.device,
         progress=sys.stderr.isatty(),
     )
-    print(
+    _emit(
         f"kNN (k={res['k']}, T={res['temperature']}) on {res['n_test']} test images against "
-        f"{res['n_train']}: top-1 {100 * res['top1']:.2f}%, top-5 {100 * res['top5']:.2f}%"
+        f"{res['n_train']}: top-1 {100 * res['top1']:.2f}%, top-5 {100 * res['top5']:.2f}%",
+        {"weights": str(args.weights), **res},
     )
-    print(json.dumps({"weights": str(args.weights), **res}))
     return 0
 
 

@@ -89,7 +89,8 @@ class FileSource(ImageSource):
             return out
 
         if labelled:
-            classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+            with os.scandir(root) as entries:
+                classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
             if not classes:
                 raise DataError(f"{root}: an ImageFolder tree needs one sub-folder per class, found none")
             files, labels = [], []
@@ -173,7 +174,8 @@ def build_source(cfg: DataConfig) -> ImageSource:
     if kind == "auto":
         if not root.is_dir():
             raise DataError(f"data directory not found: {root}")
-        has_dirs = any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(root))
+        with os.scandir(root) as entries:
+            has_dirs = any(e.is_dir() and not e.name.startswith(".") for e in entries)
         kind = "imagefolder" if has_dirs else "folder"
     if kind not in ("imagefolder", "folder"):
         raise DataError(
