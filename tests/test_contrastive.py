@@ -20,7 +20,7 @@ from selfsup.methods.moco import MoCoConfig
 from selfsup.methods.mocov3 import MoCoV3Config
 from selfsup.methods.simclrv2 import SimCLRv2Config
 from selfsup.nn import FeatureQueue, SplitBatchNorm, batch_shuffle, batch_unshuffle, convert_split_bn, ema_update
-from selfsup.nn.shuffle_bn import fitting_splits
+from selfsup.nn.shuffle_bn import fitting_splits, set_bn_splits
 
 # ---------------------------------------------------------------------------------------------
 # losses against explicit loops over anchors
@@ -205,7 +205,13 @@ def test_moco_shuffle_returns_keys_to_their_images():
     plain = _tiny("mocov1", MoCoConfig(queue_size=32, shuffle_bn=False))
     one_split = _tiny("mocov1", MoCoConfig(queue_size=32, bn_splits=1))
     four = _tiny("mocov1", MoCoConfig(queue_size=32, bn_splits=4))
-    four([x, x])  # sets 4 splits on its BN layers
+    seen = []
+    for bn in (four.backbone.bn1, four.key_backbone.bn1):
+        bn.register_forward_pre_hook(lambda m, _: seen.append(m.num_splits))
+    four([x, x])
+    assert seen == [4, 4]  # query and key encoders normalize per split during the step
+    assert all(m.num_splits == 1 for m in four.modules() if isinstance(m, SplitBatchNorm))  # plain BN between steps
+    set_bn_splits(four, 4)
     reference = plain.keys(x)
     torch.testing.assert_close(one_split.keys(x), reference, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(four.keys(x), reference, atol=1e-3)

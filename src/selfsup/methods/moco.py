@@ -96,8 +96,11 @@ class MoCo(Method):
         n = views[0].shape[0]
         if self.cfg.shuffle_bn:
             set_bn_splits(self, fitting_splits(n, self.cfg.bn_splits) if dist.world_size() == 1 else 1)
-        q = self.projector(self.backbone(views[0]))
-        k = self.keys(views[1])
+        try:
+            q = self.projector(self.backbone(views[0]))
+            k = self.keys(views[1])
+        finally:  # outside this step the encoder is plain BN (for evaluation or fine-tuning in train mode)
+            set_bn_splits(self, 1)
         loss = info_nce_queue(q, k, self.queue(), self.cfg.temperature)
         self.queue.enqueue(F.normalize(k.float(), dim=1))
         return StepOutput(loss, {"z_std": embedding_std(q)})
