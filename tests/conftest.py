@@ -5,8 +5,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# tiny tensors: one thread avoids thread-pool overhead dominating every op on a 2-core machine
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_ARCHIVE = Path(os.environ.get("SELFSUP_CIFAR_ARCHIVE", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))

@@ -165,6 +165,8 @@ def fit(
         pin_memory=cuda,
         drop_last=False,
         persistent_workers=False,
+        # its own generator: starting an epoch must not draw from the global RNG that methods use
+        generator=torch.Generator().manual_seed(train.seed),
     )
 
     logger = MetricsLogger(out, enabled=dist.is_main())
