@@ -21,7 +21,7 @@ from .config import Config, ConfigError, DataConfig, ViewSpec, dump_config, from
 from .data import batch_augment, eval_dataset, pretrain_dataset
 from .data.sources import DataError
 from .eval import extract_features, knn_classify
-from .methods import build_method
+from .methods import Method, build_method
 from .train.checkpoint import atomic_write, load_checkpoint
 from .train.loop import FitResult, fit, resolve_device
 
@@ -38,7 +38,7 @@ RESUMABLE_CHANGES = (
 )
 
 
-def build_from_config(cfg: Config) -> nn.Module:
+def build_from_config(cfg: Config) -> Method:
     """The method (with its backbone) that ``cfg`` describes, initialized from ``train.seed``."""
     torch.manual_seed(cfg.train.seed)
     backbone = backbone_from_config(cfg.backbone)

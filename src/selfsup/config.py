@@ -257,8 +257,8 @@ def load_config(preset: str | None = None, overrides: list[str] | None = None) -
         if path == ["method", "name"]:
             method_name = value
     raw = _defaults_for(str(method_name))
-    for path, data in chain:
-        _merge(raw, data, str(path))
+    for src, data in chain:
+        _merge(raw, data, str(src))
     if chain:  # complete list items a preset gave in part (a view spec's unnamed keys)
         try:
             raw = from_dict(Config, raw, "").to_dict()
@@ -311,7 +311,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key + ".")
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
