@@ -107,7 +107,8 @@ def _config(args):
             "train.log_every=1",
             "train.progress=false",
             "optim.warmup_epochs=0",
-            *[f"data.views.{i}.size={args.size}" for i in range(_n_specs(args.method))],
+            f"data.augment={args.augment}",
+            *[f"data.views.{i}.size={_scaled(args.method, i, args.size)}" for i in range(_n_specs(args.method))],
         ],
     )
 
@@ -116,6 +117,14 @@ def _n_specs(method: str) -> int:
     from selfsup.config import load_config
 
     return len(load_config(f"{method}-cifar10").data.views)
+
+
+def _scaled(method: str, i: int, size: int) -> int:
+    """View ``i``'s size with the largest view at ``size`` (multi-crop local views scale alike)."""
+    from selfsup.config import load_config
+
+    views = load_config(f"{method}-cifar10").data.views
+    return round(views[i].size * size / max(v.size for v in views))
 
 
 def variant_selfsup(args) -> float:
@@ -175,58 +184,170 @@ def variant_model_only(args) -> float:
     return _time_steps(step, args.warmup, args.steps, args.batch)
 
 
-def variant_lightly(args) -> float:
+def _lightly_view_kwargs(v) -> dict:
+    """lightly's colour-jitter and crop arguments for one of our view specs (same strengths)."""
+    return dict(
+        cj_prob=v.jitter_p,
+        cj_strength=1.0,
+        cj_bright=v.brightness,
+        cj_contrast=v.contrast,
+        cj_sat=v.saturation,
+        cj_hue=v.hue,
+        random_gray_scale=v.grayscale_p,
+        hf_prob=v.hflip_p,
+        normalize={"mean": list(v.mean), "std": list(v.std)},
+    )
+
+
+def _lightly_model(args, cfg):
+    """(transform, loss_fn(views) -> loss, params, after_backward) of lightly's reference example."""
+    import copy
+
     import torch
     import torchvision
     from torch import nn
 
-    cfg = _config(args)
     backbone = torchvision.models.resnet18()
     backbone.fc = nn.Identity()
     if args.stem == "cifar":
         backbone.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         backbone.maxpool = nn.Identity()
-    v = cfg.data.views[0]
+    views = cfg.data.views
+    m = cfg.method
     if args.method == "simclr":
         from lightly.loss import NTXentLoss
         from lightly.models.modules import SimCLRProjectionHead
         from lightly.transforms import SimCLRTransform
 
-        transform = SimCLRTransform(
-            input_size=args.size,
-            cj_prob=v.jitter_p,
-            cj_strength=v.brightness / 0.8,
-            min_scale=v.scale[0],
-            random_gray_scale=v.grayscale_p,
-            gaussian_blur=v.blur_p,
-            hf_prob=v.hflip_p,
-            normalize={"mean": list(v.mean), "std": list(v.std)},
+        v = views[0]
+        kw = _lightly_view_kwargs(v)
+        kw.update(cj_strength=v.brightness / 0.8)
+        for k in ("cj_bright", "cj_contrast", "cj_sat", "cj_hue"):
+            kw.pop(k)
+        transform = SimCLRTransform(input_size=args.size, min_scale=v.scale[0], gaussian_blur=v.blur_p, **kw)
+        head = SimCLRProjectionHead(512, 512, m.proj_out_dim)
+        criterion = NTXentLoss(temperature=m.temperature)
+
+        def loss_fn(x):
+            return criterion(head(backbone(x[0])), head(backbone(x[1])))
+
+        return transform, loss_fn, list(backbone.parameters()) + list(head.parameters()), lambda: None
+    if args.method == "byol":
+        from lightly.loss import NegativeCosineSimilarity
+        from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+        from lightly.models.utils import deactivate_requires_grad, update_momentum
+        from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform
+
+        v1, v2 = views
+        transform = BYOLTransform(
+            view_1_transform=BYOLView1Transform(
+                input_size=args.size,
+                min_scale=v1.scale[0],
+                gaussian_blur=v1.blur_p,
+                solarization_prob=v1.solarize_p,
+                **_lightly_view_kwargs(v1),
+            ),
+            view_2_transform=BYOLView2Transform(
+                input_size=args.size,
+                min_scale=v2.scale[0],
+                gaussian_blur=v2.blur_p,
+                solarization_prob=v2.solarize_p,
+                **_lightly_view_kwargs(v2),
+            ),
         )
-        head = SimCLRProjectionHead(512, 512, 128)
-        criterion = NTXentLoss(temperature=cfg.method.temperature)
+        proj = BYOLProjectionHead(512, m.proj_hidden_dim, m.proj_out_dim)
+        pred = BYOLPredictionHead(m.proj_out_dim, m.pred_hidden_dim, m.proj_out_dim)
+        t_backbone, t_proj = copy.deepcopy(backbone), copy.deepcopy(proj)
+        deactivate_requires_grad(t_backbone)
+        deactivate_requires_grad(t_proj)
+        criterion = NegativeCosineSimilarity()
 
-        def loss_fn(x0, x1):
-            return criterion(head(backbone(x0)), head(backbone(x1)))
+        def loss_fn(x):
+            update_momentum(backbone, t_backbone, m=m.momentum)
+            update_momentum(proj, t_proj, m=m.momentum)
+            p0, p1 = pred(proj(backbone(x[0]))), pred(proj(backbone(x[1])))
+            with torch.no_grad():
+                z0, z1 = t_proj(t_backbone(x[0])), t_proj(t_backbone(x[1]))
+            return 0.5 * (criterion(p0, z1) + criterion(p1, z0))
 
-        params = list(backbone.parameters()) + list(head.parameters())
-    else:
-        raise SystemExit(f"no lightly reference loop for {args.method}")
+        params = list(backbone.parameters()) + list(proj.parameters()) + list(pred.parameters())
+        return transform, loss_fn, params, lambda: None
+    if args.method == "dino":
+        from lightly.loss import DINOLoss
+        from lightly.models.modules import DINOProjectionHead
+        from lightly.models.utils import deactivate_requires_grad, update_momentum
+        from lightly.transforms import DINOTransform
+
+        g, local = views[0], views[-1]
+        kw = _lightly_view_kwargs(g)
+        transform = DINOTransform(
+            global_crop_size=g.size,
+            global_crop_scale=tuple(g.scale),
+            local_crop_size=local.size,
+            local_crop_scale=tuple(local.scale),
+            n_local_views=local.count,
+            gaussian_blur=(views[0].blur_p, views[1].blur_p, local.blur_p),
+            solarization_prob=views[1].solarize_p,
+            **kw,
+        )
+        head = DINOProjectionHead(
+            512, m.hidden_dim, m.bottleneck_dim, m.out_dim, batch_norm=m.use_bn, freeze_last_layer=1
+        )
+        t_backbone, t_head = copy.deepcopy(backbone), copy.deepcopy(head)
+        deactivate_requires_grad(t_backbone)
+        deactivate_requires_grad(t_head)
+        criterion = DINOLoss(
+            output_dim=m.out_dim,
+            warmup_teacher_temp=m.warmup_teacher_temp,
+            teacher_temp=m.teacher_temp,
+            warmup_teacher_temp_epochs=m.warmup_teacher_temp_epochs,
+            student_temp=m.student_temp,
+            center_momentum=m.center_momentum,
+        )
+
+        def loss_fn(x):
+            update_momentum(backbone, t_backbone, m=m.momentum)
+            update_momentum(head, t_head, m=m.momentum)
+            with torch.no_grad():
+                teacher = [t_head(t_backbone(v)) for v in x[:2]]
+            student = [head(backbone(v)) for v in x]
+            return criterion(teacher, student, epoch=0)
+
+        def after_backward():
+            head.cancel_last_layer_gradients(current_epoch=0)
+
+        return transform, loss_fn, list(backbone.parameters()) + list(head.parameters()), after_backward
+    raise SystemExit(f"no lightly reference loop for {args.method}")
+
+
+def variant_lightly(args) -> float:
+    import torch
+    import torchvision
+    from lightly.utils.lars import LARS
+
+    cfg = _config(args)
+    transform, loss_fn, params, after_backward = _lightly_model(args, cfg)
     dataset = torchvision.datasets.ImageFolder(f"{args.data}/train", transform=transform)
+    n = (args.warmup + args.steps + 1) * args.batch
     dataset = torch.utils.data.Subset(
-        dataset, list(range(0, len(dataset), max(1, len(dataset) // ((args.warmup + args.steps + 1) * args.batch))))
+        dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n]
     )
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=args.batch, shuffle=True, drop_last=True, num_workers=args.num_workers
     )
-    from lightly.utils.lars import LARS
-
-    opt = LARS(params, lr=cfg.optim.lr * args.batch / 256, momentum=0.9, weight_decay=cfg.optim.weight_decay)
+    if cfg.optim.name == "lars":
+        opt = LARS(params, lr=cfg.optim.lr * args.batch / 256, momentum=0.9, weight_decay=cfg.optim.weight_decay)
+    else:
+        opt = torch.optim.SGD(
+            params, lr=cfg.optim.lr * args.batch / 256, momentum=0.9, weight_decay=cfg.optim.weight_decay
+        )
     it = iter(loader)
 
     def step():
-        (x0, x1), _ = next(it)
-        loss = loss_fn(x0, x1)
+        views, _ = next(it)
+        loss = loss_fn(views)
         loss.backward()
+        after_backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         loss.item()
@@ -257,6 +378,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--augment", choices=["batched", "pil"], default="batched", help="selfsup's augmentation path")
     p.add_argument("--variants", default="selfsup,model_only,lightly")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -294,6 +416,8 @@ def main() -> None:
         str(args.steps),
         "--num-workers",
         str(args.num_workers),
+        "--augment",
+        args.augment,
     ]
     for r in range(args.rounds):
         for v in variants if r % 2 == 0 else variants[::-1]:
