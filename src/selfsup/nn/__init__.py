@@ -1,9 +1,12 @@
-"""Shared building blocks: the one MLP builder, the EMA update, the feature queue and shuffle-BN."""
+"""Shared building blocks: the one MLP builder, the EMA update, the feature queue, shuffle-BN, the
+multi-crop forward and Sinkhorn-Knopp."""
 
 from .ema import copy_as_target, ema_update
 from .mlp import mlp
+from .multicrop import multicrop_forward
 from .queue import FeatureQueue
 from .shuffle_bn import SplitBatchNorm, batch_shuffle, batch_unshuffle, convert_split_bn
+from .sinkhorn import sinkhorn
 
 __all__ = [
     "mlp",
@@ -14,4 +17,6 @@ __all__ = [
     "batch_shuffle",
     "batch_unshuffle",
     "convert_split_bn",
+    "multicrop_forward",
+    "sinkhorn",
 ]
