@@ -178,7 +178,7 @@ def variant_model_only(args) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
         for online, target in method.ema_pairs():
-            ema_update(online, target, method.ema_momentum(progress))
+            ema_update(online, target, method.ema_momentum(progress), method.ema_buffers)
         out.loss.item()
 
     return _time_steps(step, args.warmup, args.steps, args.batch)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from _util import tiny_config, tiny_dataset
 
+from _util import tiny_config, tiny_dataset
 from selfsup.api import _check_resume_config, build_from_config
 from selfsup.config import ConfigError, load_config
 from selfsup.methods.simclr import SimCLR

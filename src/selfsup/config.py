@@ -102,6 +102,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     trust_coefficient: float = 0.001  # LARS eta
     warmup_epochs: float = 10.0
+    warmup_start_lr: float = 0.0  # learning rate at step 0 of the warm-up (SwAV's 800-epoch run: 0.3)
     min_lr: float = 0.0  # final learning rate of the cosine schedule
     clip_grad: float = 0.0  # max gradient norm; 0 disables
 

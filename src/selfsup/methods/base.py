@@ -63,8 +63,9 @@ class Method(nn.Module):
     #: BatchNorm layers that the paper computes over the global batch; the loop converts them to
     #: SyncBatchNorm under DDP. Methods with shuffle-BN set this False.
     sync_bn: ClassVar[bool] = True
-    #: The views this method expects by default when no preset says otherwise (count).
-    num_views: ClassVar[int] = 2
+    #: Whether the EMA also copies the online network's buffers (BN running statistics) into the
+    #: target (BYOL, MoCo). DINO keeps the teacher's own statistics from its global-crop passes.
+    ema_buffers: ClassVar[bool] = True
 
     def __init__(self, backbone: nn.Module, cfg: MethodConfig) -> None:
         super().__init__()

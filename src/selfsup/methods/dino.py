@@ -125,7 +125,6 @@ class DINOHead(nn.Module):
 @register("dino")
 class DINO(Method):
     Config = DINOConfig
-    num_views = 12
 
     center: torch.Tensor
 
@@ -148,11 +147,11 @@ class DINO(Method):
         c = self.cfg
         return teacher_temperature(epoch, c.warmup_teacher_temp, c.teacher_temp, c.warmup_teacher_temp_epochs)
 
+    #: parameters only: the teacher's BN statistics stay its own (from the global crops)
+    ema_buffers = False
+
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        # parameters only: the teacher's BN statistics stay its own (from the global crops)
-        student = nn.ParameterList([*self.backbone.parameters(), *self.head.parameters()])
-        teacher = nn.ParameterList([*self.teacher_backbone.parameters(), *self.teacher_head.parameters()])
-        return [(student, teacher)]
+        return [(self.backbone, self.teacher_backbone), (self.head, self.teacher_head)]
 
     def ema_momentum(self, progress: Progress) -> float:
         return cosine_momentum(self.cfg.momentum, self.cfg.momentum_end, progress)

@@ -76,7 +76,6 @@ def _forget_filled(module: SwAV, incompatible_keys) -> None:
 @register("swav")
 class SwAV(Method):
     Config = SwAVConfig
-    num_views = 8
 
     queue: torch.Tensor
     queue_count: torch.Tensor

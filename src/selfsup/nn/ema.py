@@ -17,11 +17,12 @@ def copy_as_target(online: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def ema_update(online: nn.Module, target: nn.Module, momentum: float) -> None:
-    """``target = momentum * target + (1 - momentum) * online`` for parameters; buffers are copied.
+def ema_update(online: nn.Module, target: nn.Module, momentum: float, buffers: bool = True) -> None:
+    """``target = momentum * target + (1 - momentum) * online`` for parameters.
 
-    Buffers (BN running statistics) of the target follow the online network, as in BYOL and DINO's
-    official code which copy them rather than average.
+    With ``buffers`` the target's buffers (BN running statistics) are copied from the online network
+    (used by BYOL and MoCo, whose targets' statistics are never used for evaluation); without, the
+    target keeps its own (DINO's teacher, evaluated with the statistics of its global-crop passes).
     """
     op = [p.detach() for p in online.parameters()]
     tp = list(target.parameters())
@@ -30,5 +31,6 @@ def ema_update(online: nn.Module, target: nn.Module, momentum: float) -> None:
     if momentum < 1.0:
         torch._foreach_mul_(tp, momentum)
         torch._foreach_add_(tp, op, alpha=1.0 - momentum)
-    for ob, tb in zip(online.buffers(), target.buffers()):
-        tb.copy_(ob)
+    if buffers:
+        for ob, tb in zip(online.buffers(), target.buffers()):
+            tb.copy_(ob)

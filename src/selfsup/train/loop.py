@@ -303,7 +303,7 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 progress = Progress(step, total, spe)
                 for online, target in method.ema_pairs():
-                    ema_update(online, target, method.ema_momentum(progress))
+                    ema_update(online, target, method.ema_momentum(progress), method.ema_buffers)
                 step += 1
                 count += 1
                 bar.update(1)

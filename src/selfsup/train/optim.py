@@ -121,7 +121,7 @@ def cosine_schedule(
 
 def build_schedule(cfg: OptimConfig, peak_lr: float, total_steps: int, steps_per_epoch: int) -> Schedule:
     warmup = min(total_steps, int(round(cfg.warmup_epochs * steps_per_epoch)))
-    lr = cosine_schedule(peak_lr, cfg.min_lr, total_steps, warmup)
+    lr = cosine_schedule(peak_lr, cfg.min_lr, total_steps, warmup, start=cfg.warmup_start_lr)
     wd_end = cfg.weight_decay if cfg.weight_decay_end is None else cfg.weight_decay_end
     wd = cosine_schedule(cfg.weight_decay, wd_end, total_steps)
     return Schedule(lr, wd)
