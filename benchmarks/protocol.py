@@ -1,6 +1,7 @@
 """CPU quality protocol on real CIFAR-10: pretrain on a fixed subset, kNN against random init.
 
     python benchmarks/protocol.py --method simclr            # uses ../shared/data/cifar10-jpeg.tar.gz
+    python benchmarks/protocol.py --method all               # every method, one JSON line each
     python benchmarks/protocol.py --method simclr --data ~/cifar10   # any ImageFolder CIFAR-10 (train/, test/)
 
 Fixed budget (the reference: lightly's SimCLR, timm resnet10t at 32 px, 10,000 train images,
@@ -116,17 +117,19 @@ def run(method: str, root: Path, out: Path, extra: list[str], num_workers: int, 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--method", default="simclr")
+    p.add_argument("--method", default="simclr", help="a method, a comma-separated list, or all")
     p.add_argument("--data", help="ImageFolder CIFAR-10 root with train/ and test/ (default: the shared archive)")
-    p.add_argument("--out", help="run directory (default: a temporary one)")
+    p.add_argument("--out", help="folder for the run directories, one per method (default: temporary)")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--test-limit", type=int, default=2000)
     p.add_argument("--set", dest="extra", action="append", default=[], help="extra config override")
     args = p.parse_args()
     root = cifar_root(args.data)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(args.out) if args.out else Path(tmp) / "run"
-        print(json.dumps(run(args.method, root, out, args.extra, args.num_workers, args.test_limit)))
+    methods = list(PROTOCOL) if args.method == "all" else args.method.split(",")
+    for method in methods:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(args.out) / method if args.out else Path(tmp) / "run"
+            print(json.dumps(run(method, root, out, args.extra, args.num_workers, args.test_limit)), flush=True)
 
 
 if __name__ == "__main__":
