@@ -34,7 +34,7 @@ def preset_for(method: str) -> str:
 
 def tiny_config(method: str, size: int = 16, batch: int = 8, extra: list[str] | None = None) -> Config:
     """The method's preset with a ResNet-10, ``size``-pixel views (smaller views scaled alike),
-    batch ``batch``, no warm-up, fp32 on CPU, no progress bar."""
+    batch ``batch``, no warm-up, fp32 on CPU (comparisons to the last bit), no progress bar."""
     cfg = load_config(
         preset_for(method),
         [
@@ -43,6 +43,7 @@ def tiny_config(method: str, size: int = 16, batch: int = 8, extra: list[str] | 
             f"train.batch_size={batch}",
             "train.epochs=1",
             "train.device=cpu",
+            "train.precision=fp32",
             "train.progress=false",
             "train.log_every=1",
             "optim.warmup_epochs=0",

@@ -10,8 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _dist import run_distributed
-from _util import tiny_config, tiny_views
 from selfsup.api import build_from_config
 from selfsup.backbones import BACKBONES, build_backbone
 from selfsup.methods import Progress
@@ -19,6 +17,9 @@ from selfsup.methods.dino import dino_loss, teacher_temperature, updated_center
 from selfsup.methods.swav import swav_loss
 from selfsup.nn import multicrop_forward, sinkhorn
 from selfsup.train.optim import build_optimizer
+
+from _dist import run_distributed
+from _util import tiny_config, tiny_views
 
 
 def _cosines(b: int, k: int, seed: int) -> torch.Tensor:
@@ -258,8 +259,9 @@ def test_swav_queue_fills_and_adds_sinkhorn_columns():
 
 def test_swav_queue_survives_resume(tmp_path):
     """Four steps straight equal three, a checkpoint, a rebuild and one more (the queue is in use)."""
-    from _util import tiny_dataset
     from selfsup.train.loop import fit
+
+    from _util import tiny_dataset
 
     cfg = tiny_config("swav", extra=["train.epochs=2", "method.queue_length=16", "method.queue_start_epoch=0.5"])
     ds = tiny_dataset(cfg, 16)
@@ -345,8 +347,9 @@ _DDP_CASES = {
 
 
 def _fit_methods(rank, world):
-    from _util import tiny_dataset
     from selfsup.train.loop import fit
+
+    from _util import tiny_dataset
 
     states = {}
     for name, extra in _DDP_CASES.items():

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from _dist import run_distributed
 from selfsup.backbones import build_backbone
 from selfsup.backbones.sk_resnet import SKConv, _shortcut
 from selfsup.losses import info_nce_batch, info_nce_queue, nt_xent
@@ -21,6 +20,8 @@ from selfsup.methods.mocov3 import MoCoV3Config
 from selfsup.methods.simclrv2 import SimCLRv2Config
 from selfsup.nn import FeatureQueue, SplitBatchNorm, batch_shuffle, batch_unshuffle, convert_split_bn, ema_update
 from selfsup.nn.shuffle_bn import fitting_splits, set_bn_splits
+
+from _dist import run_distributed
 
 # ---------------------------------------------------------------------------------------------
 # losses against explicit loops over anchors
@@ -448,9 +449,10 @@ SMALL_HEADS = {
 
 
 def _fit_ranks(rank, world, tmp):
-    from _util import tiny_config, tiny_dataset
     from selfsup.api import build_from_config
     from selfsup.train.loop import fit
+
+    from _util import tiny_config, tiny_dataset
 
     states = {}
     for name, extra in SMALL_HEADS.items():
@@ -465,9 +467,10 @@ def test_training_steps_under_ddp(tmp_path):
     """MoCo v3 and SimCLR v2 (global BN, gathered keys, memory filled from all ranks) on two processes
     equal one process with the same global batch; MoCo v2 (shuffle-BN across ranks, by design not
     equal to one process) keeps one queue and one set of weights on both ranks."""
-    from _util import tiny_config, tiny_dataset
     from selfsup.api import build_from_config
     from selfsup.train.loop import fit
+
+    from _util import tiny_config, tiny_dataset
 
     ranks = run_distributed(_fit_ranks, 2, tmp_path / "two")
     for name in ("mocov3", "simclrv2"):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _dist import run_distributed
 from selfsup import dist
 from selfsup.losses import nt_xent
+
+from _dist import run_distributed
 
 
 def _ntxent_rank(rank, world, z1, z2, t):
@@ -85,9 +86,10 @@ def test_syncbn_on_two_processes_equals_batchnorm_on_the_whole_batch():
 
 
 def _fit_rank(rank, world, name, tmp):
-    from _util import tiny_config, tiny_dataset
     from selfsup.api import build_from_config
     from selfsup.train.loop import fit
+
+    from _util import tiny_config, tiny_dataset
 
     cfg = tiny_config(name, batch=8, extra=["train.epochs=1"])
     method = build_from_config(cfg)
@@ -97,10 +99,11 @@ def _fit_rank(rank, world, name, tmp):
 
 @pytest.mark.parametrize("name", ["simclr", "byol"])
 def test_training_steps_on_two_processes_equal_one_process(name, tmp_path):
-    from _util import tiny_config, tiny_dataset
     from selfsup.api import build_from_config
     from selfsup.methods import METHODS
     from selfsup.train.loop import fit
+
+    from _util import tiny_config, tiny_dataset
 
     if name not in METHODS:
         pytest.skip(f"{name} is not registered")

@@ -15,8 +15,6 @@ from PIL import Image
 from torch import nn
 
 import selfsup
-from _dist import run_distributed
-from _util import blob_images, tiny_config
 from selfsup.cli import main
 from selfsup.data import ViewDataset, eval_transform
 from selfsup.data.sources import ArraySource, DataError, FileSource
@@ -36,6 +34,9 @@ from selfsup.eval import (
     train_linear_augmented,
 )
 from selfsup.eval.export import load_embeddings
+
+from _dist import run_distributed
+from _util import blob_images, tiny_config
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 

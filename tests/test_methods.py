@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from _util import registered_methods, tiny_config, tiny_dataset, tiny_views
 from selfsup.api import build_from_config
 from selfsup.methods import METHODS, Method, StepOutput
 from selfsup.train.loop import fit
+
+from _util import registered_methods, tiny_config, tiny_dataset, tiny_views
 
 METHOD_NAMES = registered_methods()
 

@@ -9,8 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _dist import run_distributed
-from _util import tiny_config, tiny_views
 from selfsup.api import build_from_config
 from selfsup.config import load_config
 from selfsup.losses import negative_cosine, normalized_mse
@@ -19,6 +17,9 @@ from selfsup.methods.barlowtwins import barlow_twins_loss, cross_correlation
 from selfsup.nn import ema_update
 from selfsup.nn.syncbn import convert_sync_batchnorm
 from selfsup.train.optim import build_optimizer, build_schedule, scaled_lr
+
+from _dist import run_distributed
+from _util import tiny_config, tiny_views
 
 # --------------------------------------------------------------------------------------------
 # losses

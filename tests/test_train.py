@@ -7,12 +7,13 @@ import json
 import pytest
 import torch
 
-from _util import tiny_config, tiny_dataset
 from selfsup.api import _check_resume_config, build_from_config
 from selfsup.config import ConfigError, load_config
 from selfsup.methods.simclr import SimCLR
 from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
 from selfsup.train.loop import CollapseWatch, NonFiniteLossError, fit
+
+from _util import tiny_config, tiny_dataset
 
 
 class DivergesAt(SimCLR):

@@ -114,8 +114,10 @@ class TrainConfig:
     accum_steps: int = 1
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    channels_last: bool = True  # on CUDA only
+    #: auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32;
+    #: losses always run in fp32
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    channels_last: bool = True  # NHWC convolutions: faster on CUDA and with oneDNN on CPU
     compile: bool = False
     log_every: int = 10  # steps between metric read-backs (the only host syncs of the loop)
     ckpt_every: int = 0  # steps between mid-epoch checkpoints; 0: only at epoch ends

@@ -16,7 +16,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..precision import fp32
 
+
+@fp32
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """SimSiam's ``D(p, z)``: minus the cosine similarity of matching rows, averaged over the batch.
 
@@ -34,6 +37,7 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return -(p * z).sum(dim=1).mean()
 
 
+@fp32
 def normalized_mse(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """BYOL's regression loss ``2 - 2 cos(p, z)`` per row, averaged over the batch (``z`` detached).
 

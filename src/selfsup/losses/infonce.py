@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import dist
+from ..precision import fp32
 
 
+@fp32
 def info_nce_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """``-log exp(q.k+/t) / (exp(q.k+/t) + sum_j exp(q.n_j/t))`` averaged over queries.
 
@@ -36,6 +38,7 @@ def info_nce_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temper
     return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
 
 
+@fp32
 def info_nce_batch(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.2, gather: bool = True) -> torch.Tensor:
     """Cross-entropy of ``q_i`` against all keys, the positive being ``k_i``.
 

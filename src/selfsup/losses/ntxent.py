@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import dist
+from ..precision import fp32
 
 
+@fp32
 def nt_xent(
     z1: torch.Tensor,
     z2: torch.Tensor,

@@ -38,6 +38,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from .. import dist
 from ..nn import copy_as_target, mlp
 from ..nn.multicrop import multicrop_forward
+from ..precision import fp32
 from .base import Method, MethodConfig, Progress, StepOutput, cosine_momentum, register
 from .stats import embedding_std
 
@@ -71,6 +72,7 @@ def teacher_temperature(epoch: int, warmup_temp: float, temp: float, warmup_epoc
     return warmup_temp + (temp - warmup_temp) * epoch / (warmup_epochs - 1)
 
 
+@fp32
 def dino_loss(
     student: list[torch.Tensor],
     teacher: list[torch.Tensor],

@@ -38,6 +38,7 @@ from .. import dist
 from ..nn import mlp
 from ..nn.multicrop import multicrop_forward
 from ..nn.sinkhorn import sinkhorn
+from ..precision import fp32
 from .base import Method, MethodConfig, Progress, StepOutput, register
 from .stats import embedding_std
 
@@ -57,6 +58,7 @@ class SwAVConfig(MethodConfig):
     queue_start_epoch: float = 15.0
 
 
+@fp32
 def swav_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], temperature: float) -> torch.Tensor:
     """Swapped prediction: ``codes[i]`` (the code of view ``i``, ``(B, K)``) is predicted from every
     other view's prototype ``scores[v]`` ``(B, K)``; cross-entropy averaged over the batch, over the

@@ -13,9 +13,11 @@ import torch
 import torch.distributed
 
 from .. import dist
+from ..precision import fp32
 
 
 @torch.no_grad()
+@fp32
 def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
     """Codes ``(B, K)`` for ``scores`` ``(B, K)`` (samples x prototypes), computed in float32.
 

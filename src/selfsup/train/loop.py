@@ -1,6 +1,6 @@
 """The one training loop. It knows no method: it calls ``method(views)`` and the method's hooks.
 
-Per step: ``on_step`` -> forward under bf16 autocast (CUDA) -> backward (accumulated over micro
+Per step: ``on_step`` -> forward under bf16 autocast (CUDA, CPUs with native bf16) -> backward (accumulated over micro
 batches, DDP-synchronized on the last) -> scheduled lr / weight decay -> clip -> optimizer step ->
 EMA of the method's declared (online, target) pairs. Metrics stay on the device and are read back
 every ``log_every`` steps, which is also when a non-finite loss is detected; checkpoints are only
@@ -32,6 +32,7 @@ from ..data.dataset import EpochSampler, ViewDataset, collate, sample_seed, warn
 from ..methods.base import Method, Progress
 from ..nn.ema import ema_update
 from ..nn.syncbn import convert_sync_batchnorm
+from ..precision import use_bf16 as use_bf16_on
 from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .logging import MetricsLogger
 from .optim import build_optimizer, build_schedule, clip_grad, scaled_lr
@@ -134,8 +135,8 @@ def fit(
             stacklevel=2,
         )
     cuda = device.type == "cuda"
-    use_bf16 = train.precision == "bf16" or (train.precision == "auto" and cuda)
-    channels_last = cuda and train.channels_last
+    use_bf16 = use_bf16_on(device, train.precision)
+    channels_last = train.channels_last
 
     method.to(device)
     if channels_last:
