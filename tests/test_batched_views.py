@@ -43,14 +43,21 @@ def reference_view(img: torch.Tensor, spec: ViewSpec, p: ViewParams, b: int) -> 
 def test_batched_ops_equal_torchvision_per_image(size):
     torch.manual_seed(0)
     x = torch.rand(24, 3, 28, 30)
-    spec = ViewSpec(size=size, scale=(0.1, 1.0), hflip_p=0.5, jitter_p=0.8, grayscale_p=0.3, blur_p=0.5,
-                    blur_kernel_frac=0.2, solarize_p=0.3)
+    spec = ViewSpec(
+        size=size,
+        scale=(0.1, 1.0),
+        hflip_p=0.5,
+        jitter_p=0.8,
+        grayscale_p=0.3,
+        blur_p=0.5,
+        blur_kernel_frac=0.2,
+        solarize_p=0.3,
+    )
     p = sample_params(spec, 24, 28, 30, torch.Generator().manual_seed(1))
     assert p.jitter.any() and p.gray.any() and p.blur.any() and p.solarize.any() and p.flip.any()
     out = apply_view(x, spec, p)
     for b in range(24):
-        torch.testing.assert_close(out[b], reference_view(x[b], spec, p, b), rtol=1e-4, atol=2e-4,
-                                   msg=f"sample {b}")
+        torch.testing.assert_close(out[b], reference_view(x[b], spec, p, b), rtol=1e-4, atol=2e-4, msg=f"sample {b}")
 
 
 def test_crop_boxes_follow_torchvision_algorithm():
@@ -62,8 +69,10 @@ def test_crop_boxes_follow_torchvision_algorithm():
     from torchvision.transforms import RandomResizedCrop
 
     torch.manual_seed(0)
-    ref = torch.tensor([RandomResizedCrop.get_params(torch.empty(3, 32, 48), [0.08, 1.0], [3 / 4, 4 / 3])
-                        for _ in range(20000)], dtype=torch.float32)
+    ref = torch.tensor(
+        [RandomResizedCrop.get_params(torch.empty(3, 32, 48), [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(20000)],
+        dtype=torch.float32,
+    )
     area, ref_area = (h * w) / (32 * 48), ref[:, 2] * ref[:, 3] / (32 * 48)
     assert abs(area.mean() - ref_area.mean()) < 0.01 and abs(area.std() - ref_area.std()) < 0.01
     assert abs((w / h).log().mean() - (ref[:, 3] / ref[:, 2]).log().mean()) < 0.01
@@ -90,8 +99,16 @@ def test_batched_and_pillow_paths_give_the_same_distribution_of_views():
     yy, xx = np.mgrid[0:32, 0:32] / 31.0
     arr = (np.stack([xx, yy, 1 - xx * yy], -1) * 200 + 20).astype(np.uint8)
     arr[8:24, 8:24] = (230, 60, 20)
-    spec = ViewSpec(size=32, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, blur_p=0.0,
-                    mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    spec = ViewSpec(
+        size=32,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.4,
+        hue=0.1,
+        blur_p=0.0,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+    )
     n = 3000
     pil = view_transform(spec)
     img = Image.fromarray(arr)

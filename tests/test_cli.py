@@ -14,8 +14,9 @@ from PIL import Image
 
 def run(*args, cwd=None):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    p = subprocess.run([sys.executable, "-m", "selfsup", *args], capture_output=True, text=True, cwd=cwd, env=env,
-                       timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "selfsup", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
     return p.returncode, p.stdout, p.stderr
 
 
@@ -41,10 +42,26 @@ def test_list():
 
 def test_pretrain_then_knn(image_tree, tmp_path):
     out_dir = tmp_path / "run"
-    sets = ["train.epochs=2", "train.batch_size=8", "data.limit=16", "data.num_workers=0", "backbone.name=resnet10",
-            "backbone.cifar_stem=false", "data.views.0.size=16", "train.progress=false", "optim.warmup_epochs=0"]
-    code, out, err = run("pretrain", "simclr-cifar10", "--data", str(image_tree / "train"), "--out", str(out_dir),
-                         *[a for s in sets for a in ("--set", s)])
+    sets = [
+        "train.epochs=2",
+        "train.batch_size=8",
+        "data.limit=16",
+        "data.num_workers=0",
+        "backbone.name=resnet10",
+        "backbone.cifar_stem=false",
+        "data.views.0.size=16",
+        "train.progress=false",
+        "optim.warmup_epochs=0",
+    ]
+    code, out, err = run(
+        "pretrain",
+        "simclr-cifar10",
+        "--data",
+        str(image_tree / "train"),
+        "--out",
+        str(out_dir),
+        *[a for s in sets for a in ("--set", s)],
+    )
     assert code == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["steps"] == 4 and summary["epochs"] == 2
@@ -52,20 +69,46 @@ def test_pretrain_then_knn(image_tree, tmp_path):
         assert (out_dir / f).is_file(), f
     assert "limit: 16" in (out_dir / "config.yaml").read_text()
 
-    code, out, err = run("knn", "--weights", str(out_dir), "--train", str(image_tree / "train"),
-                         "--test", str(image_tree / "test"), "--k", "5", "--num-workers", "0")
+    code, out, err = run(
+        "knn",
+        "--weights",
+        str(out_dir),
+        "--train",
+        str(image_tree / "train"),
+        "--test",
+        str(image_tree / "test"),
+        "--k",
+        "5",
+        "--num-workers",
+        "0",
+    )
     assert code == 0, err
     res = json.loads(out.strip().splitlines()[-1])
     assert res["n_train"] == 24 and res["n_test"] == 8 and res["k"] == 5
     assert res["top1"] == 1.0  # two colours: trivially separable even for a barely trained net
 
     # the same run directory again without --resume is refused; with --resume and more epochs it continues
-    code, _, err = run("pretrain", "simclr-cifar10", "--data", str(image_tree / "train"), "--out", str(out_dir),
-                       *[a for s in sets for a in ("--set", s)])
+    code, _, err = run(
+        "pretrain",
+        "simclr-cifar10",
+        "--data",
+        str(image_tree / "train"),
+        "--out",
+        str(out_dir),
+        *[a for s in sets for a in ("--set", s)],
+    )
     assert code == 2 and "--resume" in err
     sets[0] = "train.epochs=3"
-    code, out, err = run("pretrain", "simclr-cifar10", "--data", str(image_tree / "train"), "--out", str(out_dir),
-                         "--resume", *[a for s in sets for a in ("--set", s)])
+    code, out, err = run(
+        "pretrain",
+        "simclr-cifar10",
+        "--data",
+        str(image_tree / "train"),
+        "--out",
+        str(out_dir),
+        "--resume",
+        *[a for s in sets for a in ("--set", s)],
+    )
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["steps"] == 6
 

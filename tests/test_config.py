@@ -33,8 +33,17 @@ def test_simclr_cifar10_preset():
 
 
 def test_overrides_are_typed_and_reach_lists():
-    cfg = load_config("simclr-cifar10", ["train.epochs=3", "optim.lr=0.5", "data.views.0.size=24",
-                                         "data.views.0.scale=[0.2, 1.0]", "train.compile=true", "optim.min_lr=1e-6"])
+    cfg = load_config(
+        "simclr-cifar10",
+        [
+            "train.epochs=3",
+            "optim.lr=0.5",
+            "data.views.0.size=24",
+            "data.views.0.scale=[0.2, 1.0]",
+            "train.compile=true",
+            "optim.min_lr=1e-6",
+        ],
+    )
     assert cfg.train.epochs == 3 and cfg.optim.lr == 0.5 and cfg.data.views[0].size == 24
     assert cfg.data.views[0].scale == (0.2, 1.0) and cfg.train.compile is True and cfg.optim.min_lr == 1e-6
 

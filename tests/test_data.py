@@ -112,8 +112,17 @@ def test_view_statistics_follow_the_spec():
     arr = np.zeros((16, 16, 3), dtype=np.uint8)
     arr[:, 0] = 255
     img = Image.fromarray(arr)
-    spec = ViewSpec(size=16, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip_p=1.0, jitter_p=0, grayscale_p=1.0,
-                    blur_p=0, mean=(0, 0, 0), std=(1, 1, 1))
+    spec = ViewSpec(
+        size=16,
+        scale=(1.0, 1.0),
+        ratio=(1.0, 1.0),
+        hflip_p=1.0,
+        jitter_p=0,
+        grayscale_p=1.0,
+        blur_p=0,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+    )
     x = view_transform(spec)(img)
     assert torch.allclose(x[0], x[1]) and torch.allclose(x[1], x[2])
     assert x[:, :, -1].mean() > 0.9 and x[:, :, 0].mean() < 0.1

@@ -12,9 +12,20 @@ from selfsup.train.logging import read_metrics
 
 pytestmark = pytest.mark.slow
 
-SETS = ["backbone.name=resnet10", "backbone.cifar_stem=false", "data.limit=384", "train.batch_size=64",
-        "train.epochs=4", "train.progress=false", "train.log_every=2", "data.num_workers=0", "optim.name=sgd",
-        "optim.lr=0.3", "optim.warmup_epochs=0", "optim.weight_decay=1e-4"]
+SETS = [
+    "backbone.name=resnet10",
+    "backbone.cifar_stem=false",
+    "data.limit=384",
+    "train.batch_size=64",
+    "train.epochs=4",
+    "train.progress=false",
+    "train.log_every=2",
+    "data.num_workers=0",
+    "optim.name=sgd",
+    "optim.lr=0.3",
+    "optim.warmup_epochs=0",
+    "optim.weight_decay=1e-4",
+]
 
 
 def test_real_images_loss_falls_and_resume_matches(cifar_dir, tmp_path):

@@ -17,8 +17,13 @@ from selfsup.train.optim import LARS, build_optimizer, build_schedule, cosine_sc
 def test_lars_two_steps_by_hand():
     w = nn.Parameter(torch.tensor([3.0, 4.0]))  # ||w|| = 5
     b = nn.Parameter(torch.tensor([1.0]))
-    opt = LARS([{"params": [w]}, {"params": [b], "lars_exclude": True, "weight_decay": 0.0}],
-               lr=0.1, momentum=0.9, weight_decay=0.01, trust_coefficient=0.001)
+    opt = LARS(
+        [{"params": [w]}, {"params": [b], "lars_exclude": True, "weight_decay": 0.0}],
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=0.01,
+        trust_coefficient=0.001,
+    )
     w.grad = torch.tensor([0.6, 0.8])  # ||g|| = 1
     b.grad = torch.tensor([2.0])
     opt.step()
@@ -75,8 +80,7 @@ def test_schedule_applies_per_group():
     model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
     groups = split_decay_groups(model.named_parameters())
     groups[0]["lr_scale"] = 0.5
-    cfg = OptimConfig(name="sgd", lr=0.1, lr_scaling="none", weight_decay=0.04, weight_decay_end=0.4,
-                      warmup_epochs=0)
+    cfg = OptimConfig(name="sgd", lr=0.1, lr_scaling="none", weight_decay=0.04, weight_decay_end=0.4, warmup_epochs=0)
     opt = build_optimizer(groups, cfg, lr=0.1)
     sched = build_schedule(cfg, 0.1, total_steps=5, steps_per_epoch=5)
     sched.apply(opt, 0)

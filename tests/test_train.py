@@ -90,7 +90,7 @@ def test_resumed_metrics_have_no_duplicate_steps(tmp_path):
     ds = tiny_dataset(cfg, 16)
     fit(build_from_config(cfg), ds, cfg.optim, cfg.train, tmp_path, max_steps=2)
     with open(tmp_path / "metrics.jsonl", "a") as f:  # a record the dead run wrote after its checkpoint
-        f.write(json.dumps({"step": 3, "loss": 1.0}) + "\n{\"step\": 4, \"lo")
+        f.write(json.dumps({"step": 3, "loss": 1.0}) + '\n{"step": 4, "lo')
     fit(build_from_config(cfg), ds, cfg.optim, cfg.train, tmp_path, resume=True)
     steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [s for s in steps if s > 0]
