@@ -98,7 +98,8 @@ def _config(args):
         f"{args.method}-cifar10",
         [
             f"data.path={args.data}/train",
-            f"data.num_workers={args.num_workers}",
+            # the batched path reads decoded uint8 images in-process: no worker processes needed
+            f"data.num_workers={0 if args.augment == 'batched' else args.num_workers}",
             f"data.limit={(args.warmup + args.steps) * args.batch}",
             "backbone.name=resnet18",
             f"backbone.cifar_stem={'true' if args.stem == 'cifar' else 'false'}",
@@ -377,7 +378,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (lightly; selfsup's pil path)")
     p.add_argument("--augment", choices=["batched", "pil"], default="batched", help="selfsup's augmentation path")
     p.add_argument("--variants", default="selfsup,model_only,lightly")
     p.add_argument("--variant", help=argparse.SUPPRESS)
