@@ -116,3 +116,31 @@ def test_collapse_watch_warns_once_after_a_sustained_window():
     with pytest.warns(UserWarning, match="collapse"):
         fired = [w.update(v, i) for i, v in enumerate([0.05, 0.05, 0.5, 0.05, 0.05, 0.05, 0.01, 0.01])]
     assert fired == [False, False, False, False, False, True, False, False]
+
+
+def test_knn_monitor_logs_during_pretraining(tmp_path):
+    from selfsup.api import pretrain
+
+    cfg = load_config(
+        "simclr-demo",
+        [
+            "data.limit=64",
+            "train.batch_size=32",
+            "train.epochs=2",
+            "train.progress=false",
+            "train.precision=fp32",
+            "data.num_workers=0",
+            "data.views.0.size=16",
+            "knn.every=1",
+            "knn.train=digits:train",
+            "knn.test=digits:test",
+            "knn.limit_train=200",
+            "knn.limit_test=50",
+            "knn.k=5",
+        ],
+    )
+    pretrain(cfg, tmp_path)
+    recs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    knn = [r for r in recs if "knn_top1" in r]
+    assert [r["step"] for r in knn] == [2, 4]  # after each epoch of 2 steps
+    assert all(0.1 < r["knn_top1"] <= 1.0 and r["knn_top5"] >= r["knn_top1"] for r in knn)
