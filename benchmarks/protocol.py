@@ -32,6 +32,7 @@ import selfsup
 from selfsup.api import _folder_eval_dataset, build_from_config, knn_eval
 from selfsup.config import load_config
 from selfsup.data.archive import ensure_extracted
+from selfsup.eval import linear_probe
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -78,7 +79,9 @@ def cifar_root(data: str | None) -> Path:
     return root
 
 
-def run(method: str, root: Path, out: Path, extra: list[str], num_workers: int, test_limit: int) -> dict:
+def run(
+    method: str, root: Path, out: Path, extra: list[str], num_workers: int, test_limit: int, linear: bool = False
+) -> dict:
     preset, overrides = PROTOCOL.get(method, (f"{method}-cifar10", []))
     cfg = load_config(
         preset,
@@ -91,17 +94,26 @@ def run(method: str, root: Path, out: Path, extra: list[str], num_workers: int, 
     pre = selfsup.pretrain_dataset(cfg.data)
     assert [bank.source.name(i) for i in bank.indices] == [pre.source.name(i) for i in pre.indices]
     k, t = 200, 0.1
-    random_init = knn_eval(build_from_config(cfg).encoder, bank, test, k, t, num_workers=num_workers)
+    random_encoder = build_from_config(cfg).encoder
+    random_init = knn_eval(random_encoder, bank, test, k, t, num_workers=num_workers)
     t0 = time.perf_counter()
     res = selfsup.pretrain(cfg, out)
     train_s = time.perf_counter() - t0
     encoder, _ = selfsup.load_encoder(out)
     trained = knn_eval(encoder, bank, test, k, t, num_workers=num_workers)
+    extra_figures = {}
+    if linear:  # the fast linear probe (features once, 90 epochs of SGD) on the same images
+        n_cls = len(bank.source.classes)
+        extra_figures = {
+            "linear_top1": round(linear_probe(encoder, bank, test, n_cls)["top1"], 4),
+            "random_init_linear_top1": round(linear_probe(random_encoder, bank, test, n_cls)["top1"], 4),
+        }
     return {
         "method": method,
         "top1": round(trained["top1"], 4),
         "random_init_top1": round(random_init["top1"], 4),
         "top5": round(trained["top5"], 4),
+        **extra_figures,
         "train_seconds": round(train_s, 1),
         "images_per_s": round(res.images_per_s, 1),
         "backbone": cfg.backbone.name,
@@ -122,6 +134,7 @@ def main() -> None:
     p.add_argument("--out", help="folder for the run directories, one per method (default: temporary)")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--test-limit", type=int, default=2000)
+    p.add_argument("--linear", action="store_true", help="also the fast linear probe, trained and random init")
     p.add_argument("--set", dest="extra", action="append", default=[], help="extra config override")
     args = p.parse_args()
     root = cifar_root(args.data)
@@ -129,7 +142,10 @@ def main() -> None:
     for method in methods:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(args.out) / method if args.out else Path(tmp) / "run"
-            print(json.dumps(run(method, root, out, args.extra, args.num_workers, args.test_limit)), flush=True)
+            print(
+                json.dumps(run(method, root, out, args.extra, args.num_workers, args.test_limit, args.linear)),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
