@@ -49,7 +49,7 @@ def test_precision_rule():
     assert use_bf16(torch.device("cpu"), "fp32") is False
     assert use_bf16(torch.device("cpu"), "bf16") is True
     assert use_bf16(torch.device("cuda"), "auto") is True
-    assert use_bf16(torch.device("cpu"), "auto") is cpu_has_bf16()
+    assert use_bf16(torch.device("cpu"), "auto") is False
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX)")

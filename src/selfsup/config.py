@@ -114,8 +114,8 @@ class TrainConfig:
     accum_steps: int = 1
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    #: auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32;
-    #: losses always run in fp32
+    #: auto: bf16 autocast on CUDA, fp32 elsewhere (bf16 on a CPU with native bf16 is an opt-in:
+    #: faster, see selfsup/precision.py); losses always run in fp32
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     channels_last: bool = True  # NHWC convolutions: faster on CUDA and with oneDNN on CPU
     compile: bool = False

@@ -1,6 +1,6 @@
 """The one training loop. It knows no method: it calls ``method(views)`` and the method's hooks.
 
-Per step: ``on_step`` -> forward under bf16 autocast (CUDA, CPUs with native bf16) -> backward (accumulated over micro
+Per step: ``on_step`` -> forward under bf16 autocast (CUDA; opt-in on CPU) -> backward (accumulated over micro
 batches, DDP-synchronized on the last) -> scheduled lr / weight decay -> clip -> optimizer step ->
 EMA of the method's declared (online, target) pairs. Metrics stay on the device and are read back
 every ``log_every`` steps, which is also when a non-finite loss is detected; checkpoints are only
