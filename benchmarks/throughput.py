@@ -109,6 +109,7 @@ def _config(args):
             "train.progress=false",
             "optim.warmup_epochs=0",
             f"data.augment={args.augment}",
+            f"train.precision={args.precision}",
             *[f"data.views.{i}.size={_scaled(args.method, i, args.size)}" for i in range(_n_specs(args.method))],
         ],
     )
@@ -380,6 +381,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (lightly; selfsup's pil path)")
     p.add_argument("--augment", choices=["batched", "pil"], default="batched", help="selfsup's augmentation path")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="selfsup's train.precision")
     p.add_argument("--variants", default="selfsup,model_only,lightly")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -419,6 +421,8 @@ def main() -> None:
         str(args.num_workers),
         "--augment",
         args.augment,
+        "--precision",
+        args.precision,
     ]
     for r in range(args.rounds):
         for v in variants if r % 2 == 0 else variants[::-1]:
@@ -442,6 +446,8 @@ def main() -> None:
         "vs_model_only": round(med["selfsup"] / med["model_only"], 3) if "model_only" in med else None,
         "vs_lightly": round(med["selfsup"] / med["lightly"], 3) if "lightly" in med else None,
         "peak_mb": {v: round(m) for v, m in mem.items()},
+        "precision": args.precision,
+        "augment": args.augment,
         "rounds": args.rounds,
         "timed_steps": args.steps,
         "num_workers": args.num_workers,
