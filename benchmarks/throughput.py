@@ -164,17 +164,23 @@ def variant_model_only(args) -> float:
     from selfsup.data import expand_views
     from selfsup.methods.base import Progress
     from selfsup.nn.ema import ema_update
+    from selfsup.precision import autocast
     from selfsup.train.optim import build_optimizer, scaled_lr
 
     cfg = _config(args)
     method = build_from_config(cfg)
     opt = build_optimizer(method.param_groups(), cfg.optim, scaled_lr(cfg.optim, args.batch))
     views = [torch.randn(args.batch, 3, s.size, s.size) for s in expand_views(cfg.data.views)]
+    if cfg.train.channels_last:  # the same memory format and precision as the training loop
+        method.to(memory_format=torch.channels_last)
+        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
     progress = Progress(0, 100, 10)
+    device = torch.device("cpu")
 
     def step():
         method.on_step(progress)
-        out = method(views)
+        with autocast(device, cfg.train.precision):
+            out = method(views)
         out.loss.backward()
         method.after_backward(progress)
         opt.step()
