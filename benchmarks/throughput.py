@@ -165,17 +165,20 @@ def variant_model_only(args) -> float:
     from selfsup.methods.base import Progress
     from selfsup.nn.ema import ema_update
     from selfsup.precision import autocast
+    from selfsup.train.loop import resolve_device
     from selfsup.train.optim import build_optimizer, scaled_lr
 
     cfg = _config(args)
     method = build_from_config(cfg)
     opt = build_optimizer(method.param_groups(), cfg.optim, scaled_lr(cfg.optim, args.batch))
-    views = [torch.randn(args.batch, 3, s.size, s.size) for s in expand_views(cfg.data.views)]
+    device = resolve_device(cfg.train.device)
+    method.to(device)
+    views = [torch.randn(args.batch, 3, s.size, s.size, device=device) for s in expand_views(cfg.data.views)]
     if cfg.train.channels_last:  # the same memory format and precision as the training loop
         method.to(memory_format=torch.channels_last)
         views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    opt = build_optimizer(method.param_groups(), cfg.optim, scaled_lr(cfg.optim, args.batch), device)
     progress = Progress(0, 100, 10)
-    device = torch.device("cpu")
 
     def step():
         method.on_step(progress)
@@ -207,7 +210,7 @@ def _lightly_view_kwargs(v) -> dict:
     )
 
 
-def _lightly_model(args, cfg):
+def _lightly_model(args, cfg, device):
     """(transform, loss_fn(views) -> loss, params, after_backward) of lightly's reference example."""
     import copy
 
@@ -220,6 +223,7 @@ def _lightly_model(args, cfg):
     if args.stem == "cifar":
         backbone.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         backbone.maxpool = nn.Identity()
+    backbone.to(device)
     views = cfg.data.views
     m = cfg.method
     if args.method == "simclr":
@@ -233,7 +237,7 @@ def _lightly_model(args, cfg):
         for k in ("cj_bright", "cj_contrast", "cj_sat", "cj_hue"):
             kw.pop(k)
         transform = SimCLRTransform(input_size=args.size, min_scale=v.scale[0], gaussian_blur=v.blur_p, **kw)
-        head = SimCLRProjectionHead(512, 512, m.proj_out_dim)
+        head = SimCLRProjectionHead(512, 512, m.proj_out_dim).to(device)
         criterion = NTXentLoss(temperature=m.temperature)
 
         def loss_fn(x):
@@ -263,8 +267,8 @@ def _lightly_model(args, cfg):
                 **_lightly_view_kwargs(v2),
             ),
         )
-        proj = BYOLProjectionHead(512, m.proj_hidden_dim, m.proj_out_dim)
-        pred = BYOLPredictionHead(m.proj_out_dim, m.pred_hidden_dim, m.proj_out_dim)
+        proj = BYOLProjectionHead(512, m.proj_hidden_dim, m.proj_out_dim).to(device)
+        pred = BYOLPredictionHead(m.proj_out_dim, m.pred_hidden_dim, m.proj_out_dim).to(device)
         t_backbone, t_proj = copy.deepcopy(backbone), copy.deepcopy(proj)
         deactivate_requires_grad(t_backbone)
         deactivate_requires_grad(t_proj)
@@ -300,7 +304,7 @@ def _lightly_model(args, cfg):
         )
         head = DINOProjectionHead(
             512, m.hidden_dim, m.bottleneck_dim, m.out_dim, batch_norm=m.use_bn, freeze_last_layer=1
-        )
+        ).to(device)
         t_backbone, t_head = copy.deepcopy(backbone), copy.deepcopy(head)
         deactivate_requires_grad(t_backbone)
         deactivate_requires_grad(t_head)
@@ -311,7 +315,7 @@ def _lightly_model(args, cfg):
             warmup_teacher_temp_epochs=m.warmup_teacher_temp_epochs,
             student_temp=m.student_temp,
             center_momentum=m.center_momentum,
-        )
+        ).to(device)
 
         def loss_fn(x):
             update_momentum(backbone, t_backbone, m=m.momentum)
@@ -334,7 +338,8 @@ def variant_lightly(args) -> float:
     from lightly.utils.lars import LARS
 
     cfg = _config(args)
-    transform, loss_fn, params, after_backward = _lightly_model(args, cfg)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    transform, loss_fn, params, after_backward = _lightly_model(args, cfg, device)
     dataset = torchvision.datasets.ImageFolder(f"{args.data}/train", transform=transform)
     n = (args.warmup + args.steps + 1) * args.batch
     dataset = torch.utils.data.Subset(
@@ -353,7 +358,7 @@ def variant_lightly(args) -> float:
 
     def step():
         views, _ = next(it)
-        loss = loss_fn(views)
+        loss = loss_fn([v.to(device, non_blocking=True) for v in views])
         loss.backward()
         after_backward()
         opt.step()
