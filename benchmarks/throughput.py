@@ -305,7 +305,15 @@ def _lightly_model(args, cfg, device):
         head = DINOProjectionHead(
             512, m.hidden_dim, m.bottleneck_dim, m.out_dim, batch_norm=m.use_bn, freeze_last_layer=1
         ).to(device)
-        t_backbone, t_head = copy.deepcopy(backbone), copy.deepcopy(head)
+        t_backbone = copy.deepcopy(backbone)
+        t_head = DINOProjectionHead(
+            512,
+            m.hidden_dim,
+            m.bottleneck_dim,
+            m.out_dim,
+            batch_norm=m.use_bn,
+        ).to(device)
+        t_head.load_state_dict(head.state_dict())  # weight-normed: no deepcopy (as lightly's example)
         deactivate_requires_grad(t_backbone)
         deactivate_requires_grad(t_head)
         criterion = DINOLoss(

@@ -18,7 +18,7 @@ from torch import nn
 from . import dist
 from .backbones import backbone_from_config
 from .config import Config, ConfigError, DataConfig, ViewSpec, dump_config, from_dict
-from .data import batch_augment, eval_dataset, pretrain_dataset
+from .data import eval_dataset, pretrain_dataset
 from .data.sources import DataError
 from .eval import extract_features, knn_classify
 from .methods import Method, build_method
@@ -114,7 +114,6 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, max_steps: 
         monitor_every=cfg.knn.every,
         record=record,
         num_workers=cfg.data.num_workers,
-        augment=batch_augment(cfg.data),
         max_steps=max_steps,
     )
 

@@ -27,7 +27,9 @@ def pretrain_dataset(cfg: DataConfig) -> ViewDataset:
         source = decoded(source, cfg.cache_size)
         idx = np.setdiff1d(np.arange(len(source)), np.asarray(sorted(getattr(source, "unreadable", ())), dtype=int))
     transforms = [] if cfg.augment == "batched" else [view_transform(s) for s in expand_views(cfg.views)]
-    return ViewDataset(source, transforms, idx)
+    dataset = ViewDataset(source, transforms, idx)
+    dataset.batch_augment = batch_augment(cfg)  # what the training loop applies to its raw batches
+    return dataset
 
 
 def batch_augment(cfg: DataConfig) -> BatchedViews | None:

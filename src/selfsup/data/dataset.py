@@ -42,6 +42,7 @@ class ViewDataset(Dataset):
         self.transforms = transforms
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices)
         self.raw = not transforms
+        self.batch_augment: Callable | None = None  # set for raw datasets: the on-device augmentation
 
     def __len__(self) -> int:
         return len(self.indices)

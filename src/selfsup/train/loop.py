@@ -118,6 +118,9 @@ def fit(
     without it the dataset yields the views. ``max_steps`` stops early after a checkpoint, as a
     preempted job would.
     """
+    augment = augment if augment is not None else dataset.batch_augment
+    if dataset.raw and augment is None:
+        raise ConfigError("the dataset yields raw images (data.augment=batched): pass augment=BatchedViews(views)")
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoints" / "last.pt" if out is not None else None
     device = dist.init_from_env(None if train.device == "auto" else resolve_device(train.device))
