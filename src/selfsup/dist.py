@@ -119,9 +119,3 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     x = x.clone()
     dist.all_reduce(x, op=dist.ReduceOp.SUM)
     return x
-
-
-def local_slice(n_local: int) -> slice:
-    """Rows of this rank's samples inside a tensor gathered by :func:`gather`."""
-    r = rank()
-    return slice(r * n_local, (r + 1) * n_local)
