@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 import selfsup
-from selfsup.api import _folder_eval_dataset, build_from_config, knn_eval
+from selfsup.api import build_from_config, knn_eval, labelled_eval_dataset
 from selfsup.config import load_config
 from selfsup.data.archive import ensure_extracted
 from selfsup.eval import linear_probe
@@ -88,8 +88,8 @@ def run(
         [f"data.path={root / 'train'}", f"data.num_workers={num_workers}", *COMMON, *overrides, *extra],
     )
     v = cfg.data.views[0]
-    bank = _folder_eval_dataset(str(root / "train"), v.size, cfg.data.limit, v.mean, v.std)
-    test = _folder_eval_dataset(str(root / "test"), v.size, test_limit, v.mean, v.std)
+    bank = labelled_eval_dataset(str(root / "train"), v.size, cfg.data.limit, v.mean, v.std)
+    test = labelled_eval_dataset(str(root / "test"), v.size, test_limit, v.mean, v.std)
     # bank: exactly the pretraining subset (same limit and seed)
     pre = selfsup.pretrain_dataset(cfg.data)
     assert [bank.source.name(i) for i in bank.indices] == [pre.source.name(i) for i in pre.indices]

@@ -25,6 +25,9 @@ from .methods import Method, build_method
 from .train.checkpoint import atomic_write, load_checkpoint
 from .train.loop import FitResult, fit, resolve_device
 
+#: sources named instead of a directory: ``digits:train``, ``cifar10:test:ROOT`` ...
+BUILTIN_SOURCES = ("cifar10", "cifar100", "stl10", "digits")
+
 #: keys that may differ between a run and its resumption (everything else must match).
 RESUMABLE_CHANGES = (
     "train.epochs",
@@ -69,8 +72,8 @@ def knn_monitor(cfg: Config, size: int):
     if not (cfg.knn.every and cfg.knn.train and cfg.knn.test):
         return None
     mean, std = cfg.data.views[0].mean, cfg.data.views[0].std
-    train_ds = _folder_eval_dataset(cfg.knn.train, size, cfg.knn.limit_train, mean, std)
-    test_ds = _folder_eval_dataset(cfg.knn.test, size, cfg.knn.limit_test, mean, std)
+    train_ds = labelled_eval_dataset(cfg.knn.train, size, cfg.knn.limit_train, mean, std)
+    test_ds = labelled_eval_dataset(cfg.knn.test, size, cfg.knn.limit_test, mean, std)
 
     def monitor(encoder: nn.Module) -> dict[str, float]:
         res = knn_eval(
@@ -165,11 +168,11 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, Config]:
     return method.encoder, cfg
 
 
-def _folder_eval_dataset(path: str, size: int, limit: int, mean, std):
+def labelled_eval_dataset(path: str, size: int, limit: int, mean, std):
+    """Labelled images for evaluation at ``size`` (centre crops): an ImageFolder tree, or a built-in
+    source as ``digits:train``, ``cifar10:test:ROOT`` ...; a fixed-seed subset of ``limit``."""
     spec = ViewSpec(size=size, mean=tuple(mean), std=tuple(std))
-    if path in ("cifar10", "cifar100", "stl10", "digits") or path.startswith(
-        ("cifar10:", "cifar100:", "stl10:", "digits:")
-    ):
+    if path.split(":")[0] in BUILTIN_SOURCES:
         kind, _, rest = path.partition(":")
         split, _, root = rest.partition(":")
         dc = DataConfig(source=kind, path=root, split=split or "train", limit=limit, views=[spec])
@@ -226,12 +229,12 @@ def knn_from_weights(
     encoder, cfg = load_encoder(weights)
     size = size or cfg.data.views[0].size
     mean, std = cfg.data.views[0].mean, cfg.data.views[0].std
-    train_ds = _folder_eval_dataset(train, size, limit_train, mean, std)
-    test_ds = _folder_eval_dataset(test, size, limit_test, mean, std)
+    train_ds = labelled_eval_dataset(train, size, limit_train, mean, std)
+    test_ds = labelled_eval_dataset(test, size, limit_test, mean, std)
     k = cfg.knn.k if k is None else k
     t = cfg.knn.temperature if temperature is None else temperature
     res = knn_eval(encoder, train_ds, test_ds, k, t, batch_size, dev, num_workers, progress, distributed=True)
     return {**res, "k": k, "temperature": t, "n_train": len(train_ds), "n_test": len(test_ds), "image_size": size}
 
 
-__all__ = ["pretrain", "load_encoder", "knn_eval", "knn_from_weights", "build_from_config"]
+__all__ = ["pretrain", "load_encoder", "knn_eval", "knn_from_weights", "build_from_config", "labelled_eval_dataset"]

@@ -128,7 +128,7 @@ def cmd_knn(args) -> int:
 def cmd_demo(args) -> int:
     import shutil
 
-    from .api import _folder_eval_dataset, build_from_config, knn_eval, pretrain
+    from .api import build_from_config, knn_eval, labelled_eval_dataset, pretrain
     from .config import load_config
 
     cfg = load_config("simclr-demo", args.overrides)
@@ -136,8 +136,8 @@ def cmd_demo(args) -> int:
     if out.exists():
         shutil.rmtree(out)
     v = cfg.data.views[0]
-    train_ds = _folder_eval_dataset("digits:train", v.size, 0, v.mean, v.std)
-    test_ds = _folder_eval_dataset("digits:test", v.size, 0, v.mean, v.std)
+    train_ds = labelled_eval_dataset("digits:train", v.size, 0, v.mean, v.std)
+    test_ds = labelled_eval_dataset("digits:test", v.size, 0, v.mean, v.std)
     print(
         f"selfsup demo: SimCLR ({cfg.backbone.name}, {v.size}px) on scikit-learn's handwritten digits, "
         f"{len(train_ds)} train / {len(test_ds)} test images, {cfg.train.epochs} epochs, CPU-sized"

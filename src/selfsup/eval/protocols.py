@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from .. import dist
-from ..api import _folder_eval_dataset, build_from_config, load_encoder
+from ..api import BUILTIN_SOURCES as BUILTIN
+from ..api import build_from_config, labelled_eval_dataset, load_encoder
 from ..backbones import backbone_from_config
 from ..config import Config, ConfigError, DataConfig, ViewSpec, from_dict
 from ..data import ViewDataset, eval_dataset
@@ -34,7 +35,6 @@ from .knn import SWEEP_K, SWEEP_T, knn_sweep
 from .linear import LinearConfig, linear_probe
 from .supervised import Classifier, train_transform
 
-BUILTIN = ("cifar10", "cifar100", "stl10", "digits")
 CLASSIFIER_FORMAT = "selfsup-classifier"
 
 
@@ -56,7 +56,7 @@ def labelled_dataset(path: str, cfg: Config, limit: int = 0, size: int | None = 
     """An ImageFolder tree (or ``digits:train``, ``cifar10:test:ROOT``...) at the run's size and
     normalization: centre crops, or random resized crops and flips with ``augment``."""
     size, mean, std = _view(cfg, size)
-    ds = _folder_eval_dataset(path, size, limit, mean, std)
+    ds = labelled_eval_dataset(path, size, limit, mean, std)
     return ViewDataset(ds.source, [train_transform(size, mean, std)], ds.indices) if augment else ds
 
 
