@@ -370,3 +370,36 @@ def test_training_steps_on_two_processes_equal_one_process():
                 continue
             for r in ranks:
                 torch.testing.assert_close(r[name][k], v, rtol=2e-4, atol=2e-5, msg=f"{name}: {k} differs")
+
+
+# --------------------------------------------------------------------------------------------
+# SwAV with no more prototypes than embedding dimensions has a stalled point, and says so
+
+
+def test_swav_few_prototypes_stalled_point_has_zero_gradient():
+    """With K <= d, embeddings scoring every prototype equally exist: the predictions and Sinkhorn
+    codes are then uniform, the loss is ln K and its gradient zero (why the constructor warns)."""
+    torch.manual_seed(0)
+    k, d, b = 6, 8, 10
+    w = F.normalize(torch.randn(k, d, dtype=torch.float64), dim=1)
+    z0 = torch.linalg.lstsq(w, torch.ones(k, 1, dtype=torch.float64)).solution.squeeze(1)  # w @ z0 = 1
+    null = torch.linalg.svd(w).Vh[k:]  # (d - k, d): w @ null.T = 0
+    z = F.normalize(z0 + torch.randn(b, d - k, dtype=torch.float64) @ null, dim=1).requires_grad_()
+    scores = [z @ w.T, z @ w.T]
+    assert torch.allclose(scores[0], scores[0][:, :1].expand(-1, k))  # equal scores across prototypes
+    codes = [sinkhorn(s.detach(), 0.05, 3) for s in scores]
+    torch.testing.assert_close(codes[0].double(), torch.full((b, k), 1.0 / k, dtype=torch.float64))
+    loss = swav_loss(scores, codes, 0.1)
+    torch.testing.assert_close(loss.double(), torch.tensor(math.log(k), dtype=torch.float64))
+    loss.backward()
+    assert z.grad.abs().max() < 1e-6
+    # with more prototypes than dimensions, equal scores are not reachable by a generic embedding
+    w_many = F.normalize(torch.randn(3 * d, d, dtype=torch.float64), dim=1)
+    sol = torch.linalg.lstsq(w_many, torch.ones(3 * d, 1, dtype=torch.float64)).solution
+    assert (w_many @ sol - 1).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("k,warns", [(12, True), (200, False)])
+def test_swav_warns_when_prototypes_do_not_exceed_embedding_dims(k, warns, recwarn):
+    build_from_config(tiny_config("swav", extra=[f"method.num_prototypes={k}"]))
+    assert any("num_prototypes" in str(w.message) for w in recwarn.list) == warns

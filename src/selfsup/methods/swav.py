@@ -28,6 +28,7 @@ maximum before the exponential (an exact no-op, for stability).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -84,6 +85,14 @@ class SwAV(Method):
 
     def __init__(self, backbone: nn.Module, cfg: SwAVConfig) -> None:
         super().__init__(backbone, cfg)
+        if cfg.num_prototypes <= cfg.proj_out_dim:
+            warnings.warn(
+                f"SwAV: method.num_prototypes={cfg.num_prototypes} <= method.proj_out_dim={cfg.proj_out_dim}. "
+                "Embeddings scoring all prototypes equally then exist (uniform predictions and uniform "
+                "Sinkhorn codes, a loss of ln K with zero gradient) and training can stall there; use more "
+                "prototypes than embedding dimensions (the paper: 3,000 for 128-d).",
+                stacklevel=2,
+            )
         self.projector = mlp(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_out_dim, norm="bn")
         self.prototypes = nn.Linear(cfg.proj_out_dim, cfg.num_prototypes, bias=False)
         self._normalize_prototypes()
