@@ -6,7 +6,8 @@
 
 Fixed budget (the reference: lightly's SimCLR, timm resnet10t at 32 px, 10,000 train images,
 6 epochs, batch 256, SGD lr 0.06 x bs/256, about 8 minutes on 2 cores: kNN top-1 0.406 against
-about 0.32 at random init): a 10,000-image train subset (fixed seed), 6 epochs, batch 256,
+about 0.32 at random init): a 10,000-image train subset (fixed seed), 6 epochs (more for the
+methods that start slowly, see ``PROTOCOL``), batch 256,
 ResNet-18 with the ImageNet stem at 32 px; kNN (k=200, T=0.1) with a bank of the same 10,000
 training images and 2,000 fixed test images. The random-init baseline uses the same backbone, same
 seed, in the same run. Prints one JSON line: method, top1, random_init_top1, train_seconds,
