@@ -55,8 +55,9 @@ COMMON = [
 #: MoCo v1/v2 get more epochs: their keys come from a momentum encoder and a queue of 4,096 keys, so
 #: for the first few hundred steps the loss sits at chance, ln(4097), and the features fall below
 #: random init before they rise (MoCo v2: 0.285 at 6 epochs, 0.342 at 20; MoCo v1 is slower still,
-#: with its linear head). An independent MoCo written after the official CIFAR-10 demo follows the
-#: same loss curve and reaches the same 0.286 at 6 epochs, so this is the method, not the code.
+#: with its linear head). An independent MoCo written after the official CIFAR-10 demo
+#: (``moco_reference.py``) follows the same loss curve and also stays below random init at 6 epochs
+#: (0.274 against selfsup's 0.303 and random init's 0.317), so this is the method, not the code.
 WARMUP = "optim.warmup_epochs=1"
 PROTOCOL: dict[str, tuple[str, list[str]]] = {
     "simclr": ("simclr-cifar10", [WARMUP, "method.temperature=0.2"]),

@@ -170,7 +170,6 @@ def variant_model_only(args) -> float:
 
     cfg = _config(args)
     method = build_from_config(cfg)
-    opt = build_optimizer(method.param_groups(), cfg.optim, scaled_lr(cfg.optim, args.batch))
     device = resolve_device(cfg.train.device)
     method.to(device)
     views = [torch.randn(args.batch, 3, s.size, s.size, device=device) for s in expand_views(cfg.data.views)]
