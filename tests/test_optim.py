@@ -46,6 +46,29 @@ def test_lars_two_steps_by_hand():
     torch.testing.assert_close(b.data, torch.tensor([0.8 - (0.9 * 0.2 + 0.2)]))
 
 
+def test_lars_clip_caps_the_rate_at_the_scheduled_one():
+    """apex LARC's clip mode: the step is min(lr, eta ||w|| / ||g||) * g."""
+    # small gradient: trust = 0.02 * 5 / 0.01 = 10 > lr = 0.5, so the step is plain SGD's lr * g
+    w = nn.Parameter(torch.tensor([3.0, 4.0]))
+    opt = LARS([w], lr=0.5, momentum=0.0, trust_coefficient=0.02, clip=True)
+    w.grad = torch.tensor([0.006, 0.008])
+    opt.step()
+    torch.testing.assert_close(w.data, torch.tensor([3.0, 4.0]) - 0.5 * torch.tensor([0.006, 0.008]))
+    # large gradient: trust = 0.02 * 5 / 10 = 0.01 < lr, so the layer moves by eta * ||w|| = 0.1
+    w2 = nn.Parameter(torch.tensor([3.0, 4.0]))
+    opt2 = LARS([w2], lr=0.5, momentum=0.0, trust_coefficient=0.02, clip=True)
+    w2.grad = torch.tensor([6.0, 8.0])
+    opt2.step()
+    torch.testing.assert_close(w2.data, torch.tensor([3.0, 4.0]) - 0.01 * torch.tensor([6.0, 8.0]))
+    assert (w2.data - torch.tensor([3.0, 4.0])).norm().item() == pytest.approx(0.1)
+    # without clip the small gradient gets the full trust: lr * 10 * g
+    w3 = nn.Parameter(torch.tensor([3.0, 4.0]))
+    opt3 = LARS([w3], lr=0.5, momentum=0.0, trust_coefficient=0.02)
+    w3.grad = torch.tensor([0.006, 0.008])
+    opt3.step()
+    torch.testing.assert_close(w3.data, torch.tensor([3.0, 4.0]) - 0.5 * 10 * torch.tensor([0.006, 0.008]))
+
+
 def test_lars_zero_weight_norm_uses_trust_one():
     w = nn.Parameter(torch.zeros(3))
     opt = LARS([w], lr=1.0, momentum=0.0, weight_decay=0.0)

@@ -101,6 +101,7 @@ class OptimConfig:
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.999)
     trust_coefficient: float = 0.001  # LARS eta
+    lars_clip: bool = False  # cap LARS's rate at the scheduled one (apex LARC clip, solo-learn clip_lr)
     warmup_epochs: float = 10.0
     warmup_start_lr: float = 0.0  # learning rate at step 0 of the warm-up (SwAV's 800-epoch run: 0.3)
     min_lr: float = 0.0  # final learning rate of the cosine schedule

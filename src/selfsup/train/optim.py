@@ -20,13 +20,28 @@ class LARS(torch.optim.Optimizer):
     ``v = m * v + lr * trust * g`` and ``w -= v`` with ``trust = eta * ||w|| / ||g||``
     (1 when either norm is 0). Groups marked ``lars_exclude`` (biases and norm parameters, as in
     SimCLR and BYOL) get neither adaptation nor weight decay.
+
+    ``clip=True`` is apex LARC's clip mode (solo-learn's ``clip_lr``): the rate is capped at the
+    scheduled one, ``v = m * v + min(lr, trust) * g``, so a step moves a layer by at most
+    ``eta * ||w||`` and by plain SGD's ``lr * ||g||`` when that is smaller.
     """
 
     def __init__(
-        self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        trust_coefficient: float = 0.001,
+        clip: bool = False,
     ):
         defaults = dict(
-            lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, lars_exclude=False
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            trust_coefficient=trust_coefficient,
+            clip=clip,
+            lars_exclude=False,
         )
         super().__init__(params, defaults)
 
@@ -47,6 +62,8 @@ class LARS(torch.optim.Optimizer):
                 trust = torch.where(
                     (w_norm > 0) & (g_norm > 0), group["trust_coefficient"] * w_norm / g_norm, torch.ones_like(w_norm)
                 )
+                if group.get("clip") and group["lr"] > 0:  # lr * min(trust / lr, 1) = min(trust, lr)
+                    trust = torch.clamp(trust / group["lr"], max=1.0)
                 grads = torch._foreach_mul(grads, list(trust.unbind()))
             bufs = []
             for p in params:
@@ -84,7 +101,7 @@ def build_optimizer(
         g["peak_lr"] = lr
     fused = device is not None and device.type == "cuda"
     if cfg.name == "lars":
-        return LARS(groups, lr=lr, momentum=cfg.momentum, trust_coefficient=cfg.trust_coefficient)
+        return LARS(groups, lr=lr, momentum=cfg.momentum, trust_coefficient=cfg.trust_coefficient, clip=cfg.lars_clip)
     if cfg.name == "sgd":
         return torch.optim.SGD(
             groups, lr=lr, momentum=cfg.momentum, fused=fused or None, foreach=None if fused else True
