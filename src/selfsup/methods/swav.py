@@ -16,7 +16,9 @@ batch-256 setting: 3,840 past embeddings of each global crop, filled from epoch 
 full) only adds columns to Sinkhorn; the codes of the current batch are kept. Multi-crop: one
 backbone pass per resolution. The optimizer (LARS lr 4.8 at batch 4096, wd 1e-6, cosine to
 lr / 1000) and the crops (2 x 224 of scale 0.14-1 and 6 x 96 of scale 0.05-0.14, colour distortion
-of strength 1, blur p=0.5 on every crop, no solarization) live in the presets.
+of strength 1, blur p=0.5 on every crop, no solarization) live in the presets. Logs: ``z_std`` and
+``code_entropy``, the mean entropy of the first global view's codes; near ln K the codes are uniform,
+carry no target, and the loss can only fall by flattening every score (a stalled run).
 
 Deviations: the queue holds the embeddings of all ranks (identical on every rank, kept in the state
 dict, so checkpoints and DDP buffer broadcasts keep it) and each rank feeds its slice of it to the
@@ -157,4 +159,6 @@ class SwAV(Method):
         if self._queue_on and self.training:
             self._enqueue(list(z[: g * n].split(n)))
         loss = swav_loss(chunks, codes, self.cfg.temperature)
-        return StepOutput(loss, {"z_std": embedding_std(z[:n])})
+        # the codes' entropy (nats): near ln K they are uniform and carry no target (the stalled state)
+        code_entropy = -(codes[0] * codes[0].clamp_min(1e-30).log()).sum(dim=1).mean()
+        return StepOutput(loss, {"z_std": embedding_std(z[:n]), "code_entropy": code_entropy})
