@@ -59,8 +59,9 @@ COMMON = [
 #: (``moco_reference.py``) follows the same loss curve and also stays below random init at 6 epochs
 #: (0.274 against selfsup's 0.303 and random init's 0.317), so this is the method, not the code.
 WARMUP = "optim.warmup_epochs=1"
-#: the colour jitter of solo-learn's and dino-cifar10's CIFAR views (strength 0.5, hue 0.1)
-SOLO_JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1}
+#: the colour jitter of dino-cifar10's views (solo-learn's CIFAR one: strength 0.5, hue 0.1)
+_DINO_VIEW = load_config("dino-cifar10").data.views[0]
+DINO_JITTER = {k: getattr(_DINO_VIEW, k) for k in ("brightness", "contrast", "saturation", "hue")}
 PROTOCOL: dict[str, tuple[str, list[str]]] = {
     "simclr": ("simclr-cifar10", [WARMUP, "method.temperature=0.2"]),
     "simclrv2": ("simclrv2-cifar10", [WARMUP, "method.temperature=0.2"]),
@@ -96,7 +97,7 @@ PROTOCOL: dict[str, tuple[str, list[str]]] = {
             WARMUP,
             "train.batch_size=64",
             "method.epsilon=0.025",
-            *[f"data.views.{v}.{k}={x}" for v in (0, 1) for k, x in SOLO_JITTER.items()],
+            *[f"data.views.{v}.{k}={x}" for v in (0, 1) for k, x in DINO_JITTER.items()],
             "data.views.1.scale=[0.05,0.25]",
         ],
     ),

@@ -160,5 +160,5 @@ class SwAV(Method):
             self._enqueue(list(z[: g * n].split(n)))
         loss = swav_loss(chunks, codes, self.cfg.temperature)
         # the codes' entropy (nats): near ln K they are uniform and carry no target (the stalled state)
-        code_entropy = -(codes[0] * codes[0].clamp_min(1e-30).log()).sum(dim=1).mean()
+        code_entropy = torch.special.entr(codes[0]).sum(dim=1).mean()
         return StepOutput(loss, {"z_std": embedding_std(z[:n]), "code_entropy": code_entropy})
