@@ -55,3 +55,35 @@ def test_wide_resnet_width():
     assert build_backbone("resnet18").num_features == 512
     with pytest.raises(KeyError, match="unknown backbone"):
         build_backbone("resnet9000")
+
+
+def _resnet18_params(w: int) -> int:
+    """Parameters of a ResNet-18 of base width ``w`` with the 3x3 CIFAR stem, counted by hand: convs
+    without bias, two per BN (scale and shift), 1x1 projection shortcuts where the width changes."""
+    total = 3 * 3 * 3 * w + 2 * w  # stem conv + BN
+    cin = w
+    for i in range(4):
+        c = w * 2**i
+        for _ in range(2):
+            total += 9 * cin * c + 2 * c + 9 * c * c + 2 * c
+            if cin != c:
+                total += cin * c + 2 * c
+            cin = c
+    return total
+
+
+@pytest.mark.parametrize("width", [16, 64])
+def test_narrow_resnet18_has_the_hand_counted_parameters_and_torchvision_keys(width):
+    m = build_backbone("resnet18", cifar_stem=True, width=width)
+    assert m.num_features == 8 * width
+    assert sum(p.numel() for p in m.parameters()) == _resnet18_params(width)
+    assert [c.out_channels for c in (m.conv1, m.layer1[0].conv2, m.layer4[1].conv2)] == [width, width, 8 * width]
+    plain = build_backbone("resnet18", cifar_stem=True)
+    assert list(m.state_dict()) == list(plain.state_dict())
+    assert m.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 8 * width)
+
+
+def test_narrow_resnet_keeps_zero_init_residual():
+    m = build_backbone("resnet50", width=16, zero_init_residual=True)
+    assert all(torch.count_nonzero(b.bn3.weight) == 0 for b in m.modules() if hasattr(b, "bn3"))
+    assert m.num_features == 16 * 8 * 4

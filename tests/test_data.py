@@ -170,3 +170,20 @@ def test_no_warnings_on_clean_data(tmp_path):
         warnings.simplefilter("error")
         batch = collate([ds[(i, i)] for i in range(len(ds))])
     assert batch["skipped"] == [] and batch["labels"].tolist() == [0, 0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
+def test_view_crop_uses_the_specs_interpolation(mode):
+    from torchvision import transforms as T
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import v2 as T2
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    spec = ViewSpec(size=24, hflip_p=0, jitter_p=0, grayscale_p=0, blur_p=0, mean=(0, 0, 0), std=(1, 1, 1))
+    spec.interpolation = mode
+    torch.manual_seed(3)
+    ours = view_transform(spec)(img)
+    torch.manual_seed(3)
+    crop = T.RandomResizedCrop(24, scale=spec.scale, ratio=spec.ratio, interpolation=InterpolationMode(mode))
+    expected = T2.functional.to_dtype(T2.functional.pil_to_tensor(crop(img)), torch.float32, scale=True)
+    torch.testing.assert_close(ours, expected)

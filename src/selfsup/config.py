@@ -52,6 +52,9 @@ class ViewSpec:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     blur_kernel_frac: float = 0.1
     solarize_p: float = 0.0
+    #: resampling of the resized crop: bicubic (SimCLR, BYOL, Barlow Twins, DINO) or torchvision's
+    #: default bilinear (MoCo v1/v2/v3, SwAV, SimSiam)
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -82,6 +85,7 @@ class BackboneConfig:
     name: str = "resnet50"
     cifar_stem: bool = False
     zero_init_residual: bool = False
+    width: int = 0  # ResNets: base width of the first stage (0: the architecture's own, 64)
     # Vision Transformers only (ResNets ignore these); see selfsup/backbones/vit.py
     img_size: int = 224  # the patch grid the position embedding is built for; other sizes resample it
     num_heads: int = 0  # 0: the architecture's own (6 for ViT-S; MoCo v3 uses 12)
@@ -105,7 +109,15 @@ class OptimConfig:
     warmup_epochs: float = 10.0
     warmup_start_lr: float = 0.0  # learning rate at step 0 of the warm-up (SwAV's 800-epoch run: 0.3)
     min_lr: float = 0.0  # final learning rate of the cosine schedule
+    #: after the warm-up: cosine to ``min_lr``, or steps (x ``lr_gamma`` at each of ``lr_milestones``,
+    #: in epochs: MoCo v1's /10 at 120 and 160)
+    schedule: Literal["cosine", "step"] = "cosine"
+    lr_milestones: list[float] = field(default_factory=list)
+    lr_gamma: float = 0.1
     clip_grad: float = 0.0  # max gradient norm; 0 disables
+    #: global: the norm over all parameters (torch's clip_grad_norm_); per_param: each parameter's
+    #: gradient on its own (DINO's ``clip_gradients``)
+    clip_mode: Literal["global", "per_param"] = "global"
 
 
 @dataclass

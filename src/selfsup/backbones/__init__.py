@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import pkgutil
 
 from torch import nn
@@ -26,10 +27,21 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
 
 
 def backbone_from_config(cfg) -> nn.Module:
-    """Build from a :class:`~selfsup.config.BackboneConfig`: every field but ``name`` is passed as a
-    keyword, so each registered builder accepts them all (ignoring those that do not apply)."""
-    kwargs = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "name"}
-    return build_backbone(cfg.name, **kwargs)
+    """Build from a :class:`~selfsup.config.BackboneConfig`: the fields the builder takes are passed
+    as keywords. A field it does not take must keep its default (``backbone.pos_embed=sincos`` on a
+    ResNet would otherwise be silently ignored): a ValueError names it."""
+    builder = BACKBONES.get(cfg.name)
+    accepted = inspect.signature(builder).parameters
+    kwargs, defaults = {}, type(cfg)()
+    for f in dataclasses.fields(cfg):
+        if f.name == "name":
+            continue
+        value = getattr(cfg, f.name)
+        if f.name in accepted:
+            kwargs[f.name] = value
+        elif value != getattr(defaults, f.name):
+            raise ValueError(f"backbone.{f.name}={value!r} does not apply to backbone {cfg.name!r}")
+    return builder(**kwargs)
 
 
 __all__ = ["BACKBONES", "backbone_from_config", "build_backbone"]

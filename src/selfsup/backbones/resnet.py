@@ -6,7 +6,7 @@ from functools import partial
 
 import torchvision.models as tvm
 from torch import nn
-from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from .registry import BACKBONES
 
@@ -20,9 +20,36 @@ def apply_cifar_stem(model: ResNet) -> ResNet:
     return model
 
 
-def _resnet(factory, cifar_stem: bool = False, zero_init_residual: bool = False, **ignored) -> ResNet:
+def narrow(model: ResNet, width: int, zero_init_residual: bool = False) -> ResNet:
+    """Rebuild ``model``'s stem and stages at base width ``width`` (stages ``width x 1, 2, 4, 8``)
+    with torchvision's own layer builder and initialization, so the state dict keeps its key names.
+    A narrow CIFAR-stem ResNet-18 keeps the 32x32 map of the first stage at a small network's cost."""
+    block = type(model.layer1[0])
+    depths = [len(getattr(model, f"layer{i}")) for i in range(1, 5)]
+    model.inplanes = width
+    model.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    model.bn1 = model._norm_layer(width)
+    for i, depth in enumerate(depths):
+        setattr(model, f"layer{i + 1}", model._make_layer(block, width * 2**i, depth, stride=1 if i == 0 else 2))
+    for m in model.modules():  # torchvision's ResNet.__init__ initialization
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+    if zero_init_residual:
+        for m in model.modules():
+            last = getattr(m, "bn3", None) if isinstance(m, Bottleneck) else getattr(m, "bn2", None)
+            if isinstance(m, Bottleneck | BasicBlock) and last is not None:
+                nn.init.constant_(last.weight, 0)
+    return model
+
+
+def _resnet(factory, cifar_stem: bool = False, zero_init_residual: bool = False, width: int = 0) -> ResNet:
     model = factory(weights=None, zero_init_residual=zero_init_residual)
-    model.num_features = model.fc.in_features
+    if width:
+        narrow(model, width, zero_init_residual)
+    model.num_features = model.fc.in_features if not width else width * 8 * model.layer4[0].expansion
     model.fc = nn.Identity()
     if cifar_stem:
         apply_cifar_stem(model)

@@ -132,7 +132,7 @@ class WideSKResNet(nn.Module):
         return torch.flatten(self.avgpool(x), 1)
 
 
-def _build(depth: int, width: int, sk: bool, cifar_stem: bool = False, zero_init_residual: bool = False, **ignored):
+def _build(depth: int, width: int, sk: bool, cifar_stem: bool = False, zero_init_residual: bool = False):
     model = WideSKResNet(depth, width, sk, cifar_stem)
     if zero_init_residual:
         for m in model.modules():

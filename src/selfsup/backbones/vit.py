@@ -63,7 +63,6 @@ def _vit(
     embed_dim: int | None = None,
     depth: int | None = None,
     mlp_ratio: float = 4.0,
-    **ignored,
 ) -> VisionTransformer:
     spec = dict(ARCHS[arch])
     spec["embed_dim"] = embed_dim or spec["embed_dim"]

@@ -9,9 +9,9 @@ grayscale, blur sigma and solarization, as the per-image ``ViewSpec`` transforms
 Each operation matches torchvision's tensor functional of the same name for the same parameters
 (tested): ``resized_crop`` (bilinear, no antialias), ``hflip``, ``adjust_brightness/contrast/
 saturation/hue``, ``rgb_to_grayscale``, ``gaussian_blur`` (reflect padding), ``solarize``.
-Deviation from the Pillow path: crops are resampled bilinearly without antialiasing (Pillow: bicubic
-with antialiasing), and blur is a true Gaussian of ``blur_kernel_frac`` of the image side rather than
-Pillow's box approximation.
+Deviation from the Pillow path: crops are resampled bilinearly without antialiasing whatever the
+view's ``interpolation`` (Pillow: that interpolation with antialiasing), and blur is a true Gaussian
+of ``blur_kernel_frac`` of the image side rather than Pillow's box approximation.
 """
 
 from __future__ import annotations

@@ -46,7 +46,11 @@ def view_transform(spec: ViewSpec) -> T.Compose:
     """
     ops: list = [
         T.RandomResizedCrop(
-            spec.size, scale=spec.scale, ratio=spec.ratio, interpolation=InterpolationMode.BICUBIC, antialias=True
+            spec.size,
+            scale=spec.scale,
+            ratio=spec.ratio,
+            interpolation=InterpolationMode(spec.interpolation),
+            antialias=True,
         ),
     ]
     if spec.hflip_p > 0:

@@ -7,7 +7,8 @@ else about it, apart from three declarative hooks with defaults here:
 - :meth:`Method.ema_pairs`: ``(online, target)`` module pairs the loop updates by EMA after each
   optimizer step, with momentum from :meth:`Method.ema_momentum` (precomputed per step);
 - :meth:`Method.param_groups`: parameter groups for the optimizer (no weight decay and no LARS
-  adaptation on biases and norm parameters by default);
+  adaptation on biases and norm parameters unless the method declares ``exclude_bias_norm = False``,
+  as the official MoCo, SimSiam and SwAV optimizers decay and adapt every parameter);
 - :meth:`Method.on_step`: called with the global step before each forward, for methods whose
   behaviour follows the training schedule (temperature warm-up, queue start, ...);
 - :meth:`Method.after_backward`: called after gradient clipping, before the optimizer step (to
@@ -66,6 +67,10 @@ class Method(nn.Module):
     #: Whether the EMA also copies the online network's buffers (BN running statistics) into the
     #: target (BYOL, MoCo). DINO keeps the teacher's own statistics from its global-crop passes.
     ema_buffers: ClassVar[bool] = True
+    #: Whether biases and norm parameters (1-D tensors) are kept out of weight decay and LARS
+    #: adaptation, as in SimCLR, BYOL, Barlow Twins, MoCo v3 and DINO. The official MoCo v1/v2,
+    #: SimSiam and SwAV optimizers decay (and SwAV's LARC adapts) every parameter: they set False.
+    exclude_bias_norm: ClassVar[bool] = True
 
     def __init__(self, backbone: nn.Module, cfg: MethodConfig) -> None:
         super().__init__()
@@ -93,7 +98,7 @@ class Method(nn.Module):
         pass
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return split_decay_groups(self.named_parameters())
+        return split_decay_groups(self.named_parameters(), exclude=self.exclude_bias_norm)
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -104,12 +109,14 @@ def is_no_decay(name: str, param: torch.Tensor) -> bool:
     return param.ndim <= 1 or name.endswith(".bias")
 
 
-def split_decay_groups(named_params, **extra: Any) -> list[dict[str, Any]]:
+def split_decay_groups(named_params, exclude: bool = True, **extra: Any) -> list[dict[str, Any]]:
+    """Trainable parameters in a decayed group and, with ``exclude``, a group of biases and norm
+    parameters without weight decay or LARS adaptation; ``extra`` keys go into every group."""
     decay, no_decay = [], []
     for name, p in named_params:
         if not p.requires_grad:
             continue
-        (no_decay if is_no_decay(name, p) else decay).append(p)
+        (no_decay if exclude and is_no_decay(name, p) else decay).append(p)
     groups = []
     if decay:
         groups.append({"params": decay, **extra})

@@ -15,9 +15,11 @@ wd 1.5e-6, biases and BN excluded from both, 10 warm-up epochs then cosine to 0,
 1000 epochs) and the asymmetric views (blur p=1.0 / 0.1, solarization p=0 / 0.2) live in the
 presets. The official 300-epoch preset uses lr 0.3, wd 1e-6 and ``tau`` 0.99.
 
-Deviations: the hidden linear layers of the heads have no bias (a no-op before BN; the official
-Haiku layers keep one). The target's BN running statistics are copied from the online network
-rather than averaged (they only matter for evaluation, which uses the online backbone).
+The output layers of the projector and predictor have no bias, as Haiku's ``with_bias=False``
+(``byol/utils/networks.py``). Deviations: the hidden linear layers of the heads have no bias (a
+no-op before BN; the official Haiku layers keep one). The target's BN running statistics are copied
+from the online network rather than averaged (they only matter for evaluation, which uses the
+online backbone).
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ class BYOL(Method):
 
     def __init__(self, backbone: nn.Module, cfg: BYOLConfig) -> None:
         super().__init__(backbone, cfg)
-        self.projector = mlp(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_out_dim, norm="bn")
-        self.predictor = mlp(cfg.proj_out_dim, cfg.pred_hidden_dim, cfg.proj_out_dim, norm="bn")
+        self.projector = mlp(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_out_dim, last_bias=False)
+        self.predictor = mlp(cfg.proj_out_dim, cfg.pred_hidden_dim, cfg.proj_out_dim, last_bias=False)
         self.target_backbone = copy_as_target(backbone)
         self.target_projector = copy_as_target(self.projector)
 

@@ -17,8 +17,9 @@ student view j != i) pair. The center is a buffer updated after each forward by 
 teacher outputs' batch mean, all-reduced across ranks. The teacher backbone is what evaluation
 uses. BatchNorm (ResNets) is synchronized; the teacher keeps its own BN statistics (its EMA covers
 parameters only, as in the official loop) and has no stochastic depth. The optimizer (AdamW, lr
-5e-4 x bs/256, weight decay 0.04 -> 0.4 by a cosine, clipping at 3.0, 10 warm-up epochs; LARS for
-ResNet-50) and the crops (2 x 224 + 10 x 96, per-view blur and solarization) live in the presets.
+5e-4 x bs/256, weight decay 0.04 -> 0.4 by a cosine, each parameter's gradient clipped to norm 3.0
+(``optim.clip_mode: per_param``, ``utils.clip_gradients``), 10 warm-up epochs; LARS for ResNet-50)
+and the crops (2 x 224 + 8 x 96, per-view blur and solarization) live in the presets.
 
 Deviations: the last layer uses torch's ``parametrizations.weight_norm`` (state-dict keys
 ``original0``/``original1`` instead of ``weight_g``/``weight_v``). ViT position embeddings are

@@ -12,10 +12,11 @@ is one linear layer to 128-d; v2's is an MLP (2048 hidden, ReLU, 128 out, biases
 BN statistics are per GPU (no SyncBN) and the key encoder sees the batch shuffled across GPUs; on one
 process, BN statistics come from ``bn_splits`` parts of the batch and the key batch is shuffled
 locally, as the official CIFAR-10 demo emulates 8 GPUs. The optimizer (SGD lr 0.03 x bs/256, momentum
-0.9, wd 1e-4, 200 epochs) and augmentations (v2 adds blur) live in the presets.
+0.9, wd 1e-4 on every parameter, BN and biases included, as ``SGD(model.parameters(), ...)`` in
+``main_moco.py``; v1's lr / 10 at epochs 120 and 160, v2's cosine; 200 epochs) and augmentations (v2
+adds blur) live in the presets.
 
-Deviations: v1's schedule divides the lr by 10 at epochs 120 and 160; selfsup only has warm-up +
-cosine, which the v1 preset uses (v2's own schedule is cosine). The key encoder's BN running
+Deviations: the key encoder's BN running
 statistics are copied from the query encoder by the loop's EMA instead of being its own (they are
 never used: keys are always computed in training mode).
 """
@@ -55,6 +56,7 @@ class MoCoConfig(MethodConfig):
 class MoCo(Method):
     Config = MoCoConfig
     sync_bn = False  # shuffle-BN: per-GPU BatchNorm is the point
+    exclude_bias_norm = False  # main_moco.py: SGD(model.parameters(), weight_decay=...) decays all
 
     def __init__(self, backbone: nn.Module, cfg: MoCoConfig) -> None:
         if cfg.shuffle_bn:

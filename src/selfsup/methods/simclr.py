@@ -4,13 +4,14 @@ Chen, Kornblith, Norouzi, Hinton. "A Simple Framework for Contrastive Learning o
 Representations", ICML 2020, arXiv:2002.05709. Official code: google-research/simclr.
 
 Follows the official defaults: a 2-layer projection head (hidden = backbone width, output 128, BN
-after each layer, the last BN without bias as in ``projection_head`` of the official code),
+after each layer; the output BN has a scale and no shift, ``center=False`` in ``projection_head`` of
+the official code: a shift would move every embedding's direction before the l2 normalization),
 NT-Xent with temperature 0.1 (0.5 for CIFAR) over 2N-2 negatives gathered from all replicas, and
-global (synchronized) BatchNorm. The optimizer (LARS, lr 0.3 x bs/256, wd 1e-6, 10 warm-up epochs,
-cosine) lives in the presets, not here.
-
-Deviation: the official head uses a BN with scale but no shift on the output layer; here that is a
-BN with affine parameters on the output, whose shift is a no-op under the normalization in NT-Xent.
+global (synchronized) BatchNorm. The loss is the official one, ``loss_a + loss_b`` (``objective.py``):
+the sum of the two directions' means, twice eq. (1)'s mean over the 2N anchors. The paper's learning
+rate and weight decay were tuned at that scale: under LARS, halving the loss would halve the steps
+of the BN and bias parameters (not trust-scaled) and double weight decay relative to the gradient.
+The optimizer (LARS, lr 0.3 x bs/256, wd 1e-6, 10 warm-up epochs, cosine) lives in the presets.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class SimCLR(Method):
             cfg.proj_out_dim,
             num_layers=cfg.proj_layers,
             norm="bn",
-            last_norm="bn" if cfg.proj_last_bn else "none",
+            last_norm="bn_noshift" if cfg.proj_last_bn else "none",
         )
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
@@ -59,5 +60,5 @@ class SimCLR(Method):
         n = views[0].shape[0]
         z = self.projector(self.backbone(torch.cat(views)))
         z1, z2 = z[:n], z[n:]
-        loss = nt_xent(z1, z2, self.cfg.temperature, gather=self.cfg.gather)
+        loss = 2 * nt_xent(z1, z2, self.cfg.temperature, gather=self.cfg.gather)  # loss_a + loss_b
         return StepOutput(loss, {"z_std": embedding_std(z1)})

@@ -3,9 +3,10 @@
 Chen, Kornblith, Swersky, Norouzi, Hinton. "Big Self-Supervised Models are Strong Semi-Supervised
 Learners", NeurIPS 2020, arXiv:2006.10029. Official code: google-research/simclr (``tf2/``).
 
-Follows the paper and the official defaults: SimCLR v1's NT-Xent (temperature 0.1, negatives from all
-replicas, global BN) with a deeper projection head, 3 layers (``num_proj_layers=3``; hidden width =
-the backbone's, 128 out, BN after every layer, ReLU after the hidden ones), and a MoCo-style memory:
+Follows the paper and the official defaults: SimCLR v1's NT-Xent at the official scale (``loss_a +
+loss_b``, ``tf2/objective.py``; temperature 0.1, negatives from all replicas, global BN) with a deeper
+projection head, 3 layers (``num_proj_layers=3``; hidden width = the backbone's, 128 out, BN after
+every layer, ReLU after the hidden ones, the output BN with a scale and no shift), and a MoCo-style memory:
 a momentum copy of backbone + head (EMA 0.999) whose embeddings of each batch are queued (65,536) and
 serve every anchor as extra negatives (sec. 2, "we also incorporate the memory mechanism from MoCo").
 Fine-tuning starts from the middle of the head (``ft_proj_selector=1``): :meth:`SimCLRv2.finetune_encoder`
@@ -14,8 +15,8 @@ ResNets are the ``r50-{1,2,3}x[-sk]`` backbones; LARS (lr 0.1 x sqrt(bs), i.e. 6
 5% warm-up; cosine; 800 epochs) lives in the preset.
 
 Deviations: the paper does not say which views enter the memory; here the momentum embeddings of both
-views of every image do (so 2 x global batch keys per step). As in selfsup's SimCLR v1, the head's
-output BN has a shift (the official one has none), a no-op under NT-Xent's normalization.
+views of every image do (so 2 x global batch keys per step). The memory itself follows the paper's
+text: the official code has no queue or memory network.
 """
 
 from __future__ import annotations
@@ -55,7 +56,12 @@ class SimCLRv2(Method):
             raise ValueError(f"method.finetune_layer={cfg.finetune_layer} is not in [0, {cfg.proj_layers}]")
         width = backbone.num_features
         self.projector = mlp(
-            width, cfg.proj_hidden_dim or width, cfg.proj_out_dim, num_layers=cfg.proj_layers, norm="bn", last_norm="bn"
+            width,
+            cfg.proj_hidden_dim or width,
+            cfg.proj_out_dim,
+            num_layers=cfg.proj_layers,
+            norm="bn",
+            last_norm="bn_noshift",
         )
         self.queue: FeatureQueue | None = None
         if cfg.queue_size > 0:
@@ -92,7 +98,8 @@ class SimCLRv2(Method):
             negatives = self.queue()
             with torch.no_grad():
                 keys = self.memory_projector(self.memory_backbone(x))
-        loss = nt_xent(z[:n], z[n:], self.cfg.temperature, gather=self.cfg.gather, negatives=negatives)
+        # loss_a + loss_b, the official scale (see selfsup.methods.simclr)
+        loss = 2 * nt_xent(z[:n], z[n:], self.cfg.temperature, gather=self.cfg.gather, negatives=negatives)
         if self.queue is not None:  # view by view, so the queue's order does not depend on the rank count
             keys = F.normalize(keys.float(), dim=1)
             self.queue.enqueue(keys[:n])

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..losses import negative_cosine
 from ..nn import mlp
-from .base import Method, MethodConfig, StepOutput, register
+from .base import Method, MethodConfig, StepOutput, register, split_decay_groups
 from .stats import embedding_std
 
 
@@ -58,13 +58,16 @@ class SimSiam(Method):
         )
         self.predictor = mlp(cfg.proj_out_dim, cfg.pred_hidden_dim, cfg.proj_out_dim, norm="bn")
 
+    exclude_bias_norm = False  # the official SGD decays every parameter, biases and BN included
+
     def param_groups(self) -> list[dict[str, Any]]:
-        predictor = set(self.predictor.parameters())
-        encoder = [p for p in self.parameters() if p.requires_grad and p not in predictor]
-        return [
-            {"params": encoder},
-            {"params": [p for p in self.predictor.parameters() if p.requires_grad], "fixed_lr": self.cfg.fix_pred_lr},
-        ]
+        predictor = {id(p) for p in self.predictor.parameters()}
+        named = list(self.named_parameters())
+        encoder = [(n, p) for n, p in named if id(p) not in predictor]
+        head = [(n, p) for n, p in named if id(p) in predictor]
+        return split_decay_groups(encoder, self.exclude_bias_norm) + split_decay_groups(
+            head, self.exclude_bias_norm, fixed_lr=self.cfg.fix_pred_lr
+        )
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         if len(views) != 2:

@@ -16,7 +16,9 @@ batch-256 setting: 3,840 past embeddings of each global crop, filled from epoch 
 full) only adds columns to Sinkhorn; the codes of the current batch are kept. Multi-crop: one
 backbone pass per resolution. The optimizer (LARS lr 4.8 at batch 4096, wd 1e-6, cosine to
 lr / 1000) and the crops (2 x 224 of scale 0.14-1 and 6 x 96 of scale 0.05-0.14, colour distortion
-of strength 1, blur p=0.5 on every crop, no solarization) live in the presets. Logs: ``z_std`` and
+of strength 1, blur p=0.5 on every crop, no solarization, bilinear resized crops) live in the
+presets. As the official LARC wraps SGD over ``model.parameters()``, every parameter is decayed and
+trust-scaled, biases and BN included (``exclude_bias_norm = False``). Logs: ``z_std`` and
 ``code_entropy``, the mean entropy of the first global view's codes; near ln K the codes are uniform,
 carry no target, and the loss can only fall by flattening every score (a stalled run).
 
@@ -81,12 +83,18 @@ def _forget_filled(module: SwAV, incompatible_keys) -> None:
 @register("swav")
 class SwAV(Method):
     Config = SwAVConfig
+    exclude_bias_norm = False  # main_swav.py: LARC(SGD(model.parameters(), weight_decay=...))
 
     queue: torch.Tensor
     queue_count: torch.Tensor
 
     def __init__(self, backbone: nn.Module, cfg: SwAVConfig) -> None:
         super().__init__(backbone, cfg)
+        if cfg.sinkhorn_iterations < 1 or cfg.epsilon <= 0:
+            raise ValueError(
+                f"method.sinkhorn_iterations={cfg.sinkhorn_iterations}, method.epsilon={cfg.epsilon}: SwAV's codes "
+                "need at least one Sinkhorn iteration and epsilon > 0 (without them the codes are not balanced)"
+            )
         if cfg.num_prototypes <= cfg.proj_out_dim:
             warnings.warn(
                 f"SwAV: method.num_prototypes={cfg.num_prototypes} <= method.proj_out_dim={cfg.proj_out_dim}. "

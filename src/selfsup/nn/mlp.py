@@ -9,17 +9,21 @@ from typing import Literal
 
 from torch import nn
 
-Norm = Literal["bn", "bn_noaffine", "none"]
+Norm = Literal["bn", "bn_noshift", "bn_noaffine", "none"]
 
 
 def _norm(kind: Norm, dim: int) -> nn.Module | None:
     if kind == "bn":
         return nn.BatchNorm1d(dim)
+    if kind == "bn_noshift":  # a learned scale, no shift: TF's BatchNormalization(center=False)
+        bn = nn.BatchNorm1d(dim)
+        bn.bias.requires_grad_(False)  # stays at its initial 0
+        return bn
     if kind == "bn_noaffine":
         return nn.BatchNorm1d(dim, affine=False)
     if kind == "none":
         return None
-    raise ValueError(f"unknown norm {kind!r}; expected 'bn', 'bn_noaffine' or 'none'")
+    raise ValueError(f"unknown norm {kind!r}; expected 'bn', 'bn_noshift', 'bn_noaffine' or 'none'")
 
 
 def mlp(
@@ -36,8 +40,8 @@ def mlp(
     """``num_layers`` linear layers; hidden ones followed by ``norm`` and ``act``.
 
     ``bias`` defaults to False when a norm follows the layer (its shift makes a bias redundant), as
-    in the official SimCLR, MoCo v3 and BYOL heads. ``last_norm`` normalizes the output (SimCLR v1/v2
-    and SimSiam's projector use a BN there).
+    in the official SimCLR, MoCo v3 and BYOL heads. ``last_norm`` normalizes the output (SimCLR v1/v2:
+    a BN with scale and no shift; SimSiam's projector: a BN without affine parameters).
     """
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
@@ -48,11 +52,9 @@ def mlp(
         last = i == num_layers - 1
         out = out_dim if last else hidden_dim
         kind = last_norm if last else norm
-        b = (
-            (last_bias if last_bias is not None else kind == "none")
-            if last
-            else (bias if bias is not None else kind == "none")
-        )
+        b = last_bias if last else bias
+        if b is None:
+            b = kind == "none"
         layers.append(nn.Linear(dim, out, bias=b))
         n = _norm(kind, out)
         if n is not None:

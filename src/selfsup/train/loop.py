@@ -301,7 +301,7 @@ def fit(
                 if not last_micro:
                     continue
                 schedule.apply(optimizer, step)
-                clip_grad(method, optim.clip_grad)
+                clip_grad(method, optim.clip_grad, optim.clip_mode)
                 method.after_backward(Progress(step, total, spe))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

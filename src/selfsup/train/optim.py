@@ -136,14 +136,45 @@ def cosine_schedule(
     return np.concatenate([warm, cos])[:total_steps]
 
 
+def step_schedule(
+    peak: float, total_steps: int, milestones: list[int], gamma: float, warmup_steps: int = 0, start: float = 0.0
+) -> np.ndarray:
+    """Linear warm-up, then ``peak * gamma ** (number of milestones passed)`` (MoCo v1's schedule:
+    ``lr * 0.1 ** sum(epoch >= m for m in (120, 160))``)."""
+    steps = np.arange(total_steps)
+    lr = peak * gamma ** np.searchsorted(np.sort(np.asarray(milestones)), steps, side="right")
+    if warmup_steps > 0:
+        lr[:warmup_steps] = np.linspace(start, peak, warmup_steps, endpoint=False)[: len(lr)]
+    return lr.astype(np.float64)
+
+
 def build_schedule(cfg: OptimConfig, peak_lr: float, total_steps: int, steps_per_epoch: int) -> Schedule:
     warmup = min(total_steps, int(round(cfg.warmup_epochs * steps_per_epoch)))
-    lr = cosine_schedule(peak_lr, cfg.min_lr, total_steps, warmup, start=cfg.warmup_start_lr)
+    if cfg.schedule == "step":
+        milestones = [int(round(m * steps_per_epoch)) for m in cfg.lr_milestones]
+        lr = step_schedule(peak_lr, total_steps, milestones, cfg.lr_gamma, warmup, start=cfg.warmup_start_lr)
+    else:
+        lr = cosine_schedule(peak_lr, cfg.min_lr, total_steps, warmup, start=cfg.warmup_start_lr)
     wd_end = cfg.weight_decay if cfg.weight_decay_end is None else cfg.weight_decay_end
     wd = cosine_schedule(cfg.weight_decay, wd_end, total_steps)
     return Schedule(lr, wd)
 
 
-def clip_grad(model: nn.Module, max_norm: float) -> None:
-    if max_norm > 0:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], max_norm)
+def clip_grad(model: nn.Module, max_norm: float, mode: str = "global") -> None:
+    """Clip gradients to ``max_norm`` (0: off). ``global``: the norm over all parameters together
+    (torch's ``clip_grad_norm_``). ``per_param``: each parameter's gradient on its own, as DINO's
+    ``utils.clip_gradients``: ``g *= min(1, max_norm / (||g|| + 1e-6))``."""
+    if max_norm <= 0:
+        return
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return
+    if mode == "global":
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+    elif mode == "per_param":
+        grads = [p.grad for p in params]
+        norms = torch.stack(torch._foreach_norm(grads))
+        scale = torch.clamp(max_norm / (norms + 1e-6), max=1.0)
+        torch._foreach_mul_(grads, list(scale.unbind()))
+    else:
+        raise ValueError(f"optim.clip_mode: unknown mode {mode!r}; expected global or per_param")
