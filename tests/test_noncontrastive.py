@@ -229,7 +229,7 @@ def test_barlow_twins_biases_and_norms_get_0048_over_02_of_the_lr():
         biases = [g for g in opt.param_groups if g["lars_exclude"]]
         assert len(weights) == 1 and len(biases) == 1
         assert {id(p) for p in biases[0]["params"]} == one_d
-        assert biases[0]["weight_decay"] == 0.0 and weights[0]["weight_decay"] == pytest.approx(1.5e-6)
+        assert biases[0]["weight_decay"] == 0.0 and weights[0]["weight_decay"] == pytest.approx(1e-6)
         assert weights[0]["lr"] == pytest.approx(float(schedule.lr[step]))
         assert biases[0]["lr"] == pytest.approx(weights[0]["lr"] * 0.0048 / 0.2)
     schedule.apply(opt, 0)

@@ -1,0 +1,1067 @@
+"""The recipe table: for every preset, the values its paper or official code states, with the file.
+
+Each row of ``RECIPES`` names its sources (repository, commit where it matters, path and line or
+flag) and holds the recipe as dotted config keys (``optim.lr``, ``data.views.1.count``, ...), plus:
+
+- ``effective_lr``: the peak learning rate the source states, compared with
+  :func:`selfsup.train.optim.scaled_lr` (lr and its scaling rule at the preset's batch);
+- ``exclude_bias_norm``: whether biases and norm parameters are kept out of weight decay and LARS
+  adaptation in the source (compared with the method class's ``exclude_bias_norm``);
+- ``deviations``: where a preset knowingly departs from its source, ``key: (value here, the source's
+  value, why)``; the test pins the value here, so a departure is visible in this table.
+
+A preset edit that departs from its recipe must change this table too, and a new preset needs a row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from selfsup.config import list_presets, load_config
+from selfsup.methods import METHODS
+from selfsup.train.optim import scaled_lr
+
+CIFAR_MEAN_STD = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}  # solo-learn's cifar10
+DEMO_MEAN_STD = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2023, 0.1994, 0.2010)}  # moco_cifar10_demo.ipynb
+SIMCLR_JITTER = {"jitter_p": 0.8, "brightness": 0.8, "contrast": 0.8, "saturation": 0.8, "hue": 0.2, "grayscale_p": 0.2}
+HALF_JITTER = {"jitter_p": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1, "grayscale_p": 0.2}
+BYOL_JITTER = {"jitter_p": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1, "grayscale_p": 0.2}
+
+
+def views(i: int, **kv: Any) -> dict[str, Any]:
+    """``data.views.<i>.<key>`` entries."""
+    return {f"data.views.{i}.{k}": v for k, v in kv.items()}
+
+
+def asymmetric(size: int, scale=(0.08, 1.0), blur=(1.0, 0.1), interpolation="bicubic", **extra) -> dict[str, Any]:
+    """BYOL's two views: blur p=blur[0] / blur[1], solarization 0 / 0.2."""
+    common = dict(count=1, size=size, scale=scale, interpolation=interpolation, hflip_p=0.5, **BYOL_JITTER, **extra)
+    return {
+        **views(0, **common, blur_p=blur[0], solarize_p=0.0),
+        **views(1, **common, blur_p=blur[1], solarize_p=0.2),
+    }
+
+
+SIMCLR_V1 = "google-research/simclr@85e8552 (the last SimCLR v1 code)"
+SIMCLR_V2 = "google-research/simclr@383d414"
+MOCO = "facebookresearch/moco@132aea9"
+MOCO_DEMO = "facebookresearch/moco@f736491 colab/moco_cifar10_demo.ipynb (args cell, train_transform, optimizer)"
+MOCOV3 = "facebookresearch/moco-v3@c349e6e"
+SWAV = "facebookresearch/swav@06b1b7c"
+SIMSIAM = "facebookresearch/simsiam@a7bc177"
+BYOL = "deepmind/deepmind-research@d8df415"
+BT = "facebookresearch/barlowtwins@8e8d284"
+DINO = "facebookresearch/dino@7c446df"
+SOLO = "vturrisi/solo-learn@9187ea3"
+SOLO_COMMON = (
+    f"{SOLO} solo/args/pretrain.py:152-154 (lr x batch/256), solo/methods/base.py:291-294 (warm-up 10 epochs "
+    "from 3e-5, cosine to 0, per step), solo/utils/lars.py (exclude_bias_n_norm: no wd, no adaptation on 1-D), "
+    "solo/data/pretrain_dataloader.py:207,224 (cifar10 mean/std, bicubic crops), solo backbones without "
+    "zero_init_residual (backbone.kwargs {})"
+)
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # ------------------------------------------------------------------ SimCLR v1 / v2
+    "simclr-imagenet": {
+        "source": f"{SIMCLR_V1} README.md:60-66 (--train_batch_size=4096 --train_epochs=100 --learning_rate=0.3 "
+        "--weight_decay=1e-6 --temperature=0.1); run.py flags (warmup_epochs 10, momentum 0.9, head_proj_dim 128, "
+        "num_nlh_layers 1, color_jitter_strength 1.0, use_blur True); model_util.py:55 (lr x bs/256); "
+        "resnet.py:324,389 (init_zero=True); lars_optimizer.py (eta 1e-3, BN and bias excluded)",
+        "values": {
+            "method.name": "simclr",
+            "method.temperature": 0.1,
+            "method.proj_layers": 2,
+            "method.proj_hidden_dim": 0,  # the backbone's width
+            "method.proj_out_dim": 128,
+            "method.proj_last_bn": True,
+            "backbone.name": "resnet50",
+            "backbone.zero_init_residual": True,
+            "optim.name": "lars",
+            "optim.lr": 0.3,
+            "optim.lr_scaling": "linear",
+            "optim.momentum": 0.9,
+            "optim.trust_coefficient": 0.001,
+            "optim.lars_clip": False,
+            "optim.weight_decay": 1e-6,
+            "optim.warmup_epochs": 10,
+            "optim.warmup_start_lr": 0.0,
+            "optim.schedule": "cosine",
+            "optim.min_lr": 0.0,
+            "train.batch_size": 4096,
+            "train.epochs": 100,
+            **views(
+                0,
+                count=2,
+                size=224,
+                scale=(0.08, 1.0),
+                hflip_p=0.5,
+                **SIMCLR_JITTER,
+                blur_p=0.5,
+                blur_sigma=(0.1, 2.0),
+                solarize_p=0.0,
+                interpolation="bicubic",
+            ),
+        },
+        "effective_lr": 4.8,
+        "exclude_bias_norm": True,
+        "deviations": {
+            "data.views.0.mean": ((0.485, 0.456, 0.406), None, "the official pipeline feeds [0, 1] pixels"),
+        },
+    },
+    "simclr-cifar10": {
+        "source": f"{SIMCLR_V1} README.md:39-44 (--train_batch_size=512 --train_epochs=1000 --learning_rate=1.0 "
+        "--weight_decay=1e-6 --temperature=0.5 --resnet_depth=18 --use_blur=False --color_jitter_strength=0.5); "
+        "run.py warmup_epochs 10; resnet.py:324 (init_zero=True), :473 (cifar_stem)",
+        "values": {
+            "method.temperature": 0.5,
+            "method.proj_out_dim": 128,
+            "backbone.name": "resnet18",
+            "backbone.cifar_stem": True,
+            "backbone.zero_init_residual": True,
+            "optim.name": "lars",
+            "optim.lr": 1.0,
+            "optim.lr_scaling": "linear",
+            "optim.weight_decay": 1e-6,
+            "optim.warmup_epochs": 10,
+            "optim.trust_coefficient": 0.001,
+            "train.batch_size": 512,
+            "train.epochs": 1000,
+            **views(0, count=2, size=32, scale=(0.08, 1.0), **HALF_JITTER, blur_p=0.0, interpolation="bicubic"),
+        },
+        "effective_lr": 2.0,
+        "exclude_bias_norm": True,
+        "deviations": {
+            "data.views.0.mean": (CIFAR_MEAN_STD["mean"], None, "the official pipeline feeds [0, 1] pixels"),
+        },
+    },
+    "simclr-demo": {
+        "source": "src/selfsup/configs/simclr-demo.yaml itself: the offline digits demo's own values, "
+        "not a paper recipe",
+        "values": {
+            "method.name": "simclr",
+            "method.temperature": 0.5,
+            "backbone.name": "resnet10",
+            "backbone.cifar_stem": False,
+            "backbone.zero_init_residual": False,
+            "data.source": "digits",
+            "optim.name": "lars",
+            "optim.lr": 1.0,
+            "optim.weight_decay": 1e-4,
+            "optim.warmup_epochs": 1,
+            "train.batch_size": 256,
+            "train.epochs": 15,
+            **views(
+                0,
+                count=2,
+                size=32,
+                scale=(0.5, 1.0),
+                hflip_p=0.0,
+                grayscale_p=0.0,
+                blur_p=0.0,
+                mean=(0.5, 0.5, 0.5),
+                std=(0.5, 0.5, 0.5),
+            ),
+        },
+        "effective_lr": 1.0,
+        "exclude_bias_norm": True,
+    },
+    "simclrv2-imagenet": {
+        "source": "arXiv:2006.10029 sec. 4 'Settings' (paper: lr 6.4 = 0.1 x sqrt(bs), wd 1e-4, 800 epochs, 5% "
+        f"warm-up, batch 4096, 3-layer head, memory 64K at EMA 0.999); {SIMCLR_V2} tf2/run.py "
+        "(learning_rate_scaling sqrt, num_proj_layers 3, proj_out_dim 128), tf2/resnet.py:366,467 (init_zero=True), "
+        "tf2/model.py:40-41 (BN and bias excluded)",
+        "values": {
+            "method.name": "simclrv2",
+            "method.temperature": 0.1,
+            "method.proj_layers": 3,
+            "method.proj_out_dim": 128,
+            "method.finetune_layer": 1,
+            "method.momentum": 0.999,
+            "backbone.name": "r50-1x-sk",
+            "backbone.zero_init_residual": True,
+            "optim.name": "lars",
+            "optim.lr": 0.1,
+            "optim.lr_scaling": "sqrt",
+            "optim.weight_decay": 1e-4,
+            "optim.warmup_epochs": 40,
+            "train.batch_size": 4096,
+            "train.epochs": 800,
+            **views(0, count=2, size=224, **SIMCLR_JITTER, blur_p=0.5, interpolation="bicubic"),
+        },
+        "effective_lr": 6.4,
+        "exclude_bias_norm": True,
+        "deviations": {
+            "method.queue_size": (65536, 0, "the paper's memory; the official tf2/ code has no queue"),
+        },
+    },
+    "simclrv2-cifar10": {
+        "source": f"{SIMCLR_V2} README.md:79-84 = tf2/README.md:61-66 (--train_batch_size=512 --train_epochs=1000 "
+        "--learning_rate=1.0 --weight_decay=1e-4 --temperature=0.5 --resnet_depth=18 --use_blur=False "
+        "--color_jitter_strength=0.5); tf2/run.py defaults (num_proj_layers 3, warmup_epochs 10); "
+        "tf2/resnet.py:366,467",
+        "values": {
+            "method.name": "simclrv2",
+            "method.temperature": 0.5,
+            "method.proj_layers": 3,
+            "backbone.name": "resnet18",
+            "backbone.cifar_stem": True,
+            "backbone.zero_init_residual": True,
+            "optim.lr": 1.0,
+            "optim.lr_scaling": "linear",
+            "optim.weight_decay": 1e-4,
+            "optim.warmup_epochs": 10,
+            "train.batch_size": 512,
+            "train.epochs": 1000,
+            **views(0, count=2, size=32, **HALF_JITTER, blur_p=0.0, interpolation="bicubic"),
+        },
+        "effective_lr": 2.0,
+        "exclude_bias_norm": True,
+        "deviations": {
+            "method.queue_size": (4096, 0, "the paper's memory scaled to CIFAR; the command has none"),
+            "method.momentum": (0.99, None, "EMA of that memory"),
+        },
+    },
+    # ------------------------------------------------------------------ MoCo v1 / v2
+    "mocov1-imagenet": {
+        "source": f"{MOCO} main_moco.py defaults (--epochs 200, --batch-size 256, --lr 0.03, --schedule 120 160, "
+        "--momentum 0.9, --wd 1e-4, --moco-dim 128, --moco-k 65536, --moco-m 0.999, --moco-t 0.07), "
+        "main_moco.py:293-297 (SGD over model.parameters()), :348-350 (v1 augmentation), :498-504 "
+        "(adjust_learning_rate); README.md:44-50",
+        "values": {
+            "method.name": "mocov1",
+            "method.temperature": 0.07,
+            "method.momentum": 0.999,
+            "method.queue_size": 65536,
+            "method.proj_layers": 1,
+            "method.proj_out_dim": 128,
+            "method.bn_splits": 8,
+            "backbone.name": "resnet50",
+            "backbone.zero_init_residual": False,
+            "optim.name": "sgd",
+            "optim.lr": 0.03,
+            "optim.lr_scaling": "linear",
+            "optim.momentum": 0.9,
+            "optim.weight_decay": 1e-4,
+            "optim.warmup_epochs": 0,
+            "optim.schedule": "step",
+            "optim.lr_milestones": [120, 160],
+            "optim.lr_gamma": 0.1,
+            "train.batch_size": 256,
+            "train.epochs": 200,
+            **views(
+                0,
+                count=2,
+                size=224,
+                scale=(0.2, 1.0),
+                jitter_p=1.0,
+                brightness=0.4,
+                contrast=0.4,
+                saturation=0.4,
+                hue=0.4,
+                grayscale_p=0.2,
+                blur_p=0.0,
+                interpolation="bilinear",
+            ),
+        },
+        "effective_lr": 0.03,
+        "exclude_bias_norm": False,
+    },
+    "mocov1-cifar10": {
+        "source": f"{MOCO_DEMO}: --lr 0.06 (batch 512), --epochs 200, args.cos True, --batch-size 512, --wd 5e-4, "
+        "--moco-dim 128, --moco-k 4096, --moco-m 0.99, --moco-t 0.1, --bn-splits 8, --knn-k 200, --knn-t 0.1; "
+        "RandomResizedCrop(32), ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, RandomGrayscale(0.2); "
+        "SGD(model.parameters(), momentum 0.9); resnet18 with a 3x3 stride-1 conv1, no max-pool, fc 128",
+        "values": {
+            "method.name": "mocov1",
+            "method.temperature": 0.1,
+            "method.momentum": 0.99,
+            "method.queue_size": 4096,
+            "method.proj_layers": 1,
+            "method.proj_out_dim": 128,
+            "method.bn_splits": 8,
+            "backbone.name": "resnet18",
+            "backbone.cifar_stem": True,
+            "backbone.zero_init_residual": False,
+            "optim.name": "sgd",
+            "optim.lr": 0.03,
+            "optim.lr_scaling": "linear",
+            "optim.momentum": 0.9,
+            "optim.weight_decay": 5e-4,
+            "optim.warmup_epochs": 0,
+            "optim.schedule": "cosine",
+            "optim.min_lr": 0.0,
+            "train.batch_size": 512,
+            "train.epochs": 200,
+            "knn.k": 200,
+            "knn.temperature": 0.1,
+            **views(
+                0,
+                count=2,
+                size=32,
+                scale=(0.08, 1.0),
+                **HALF_JITTER,
+                blur_p=0.0,
+                interpolation="bilinear",
+                **DEMO_MEAN_STD,
+            ),
+        },
+        "effective_lr": 0.06,
+        "exclude_bias_norm": False,
+    },
+    "mocov2-imagenet": {
+        "source": f"{MOCO} main_moco.py with --mlp --moco-t 0.2 --aug-plus --cos (README.md MoCo v2 command): "
+        "builder.py:44-51 (MLP head), main_moco.py:331-340 (aug-plus), :500-501 (cosine); other defaults as v1",
+        "values": {
+            "method.name": "mocov2",
+            "method.temperature": 0.2,
+            "method.momentum": 0.999,
+            "method.queue_size": 65536,
+            "method.proj_layers": 2,
+            "method.proj_hidden_dim": 0,  # 2048 for ResNet-50
+            "method.proj_out_dim": 128,
+            "method.bn_splits": 8,
+            "backbone.name": "resnet50",
+            "optim.name": "sgd",
+            "optim.lr": 0.03,
+            "optim.lr_scaling": "linear",
+            "optim.momentum": 0.9,
+            "optim.weight_decay": 1e-4,
+            "optim.warmup_epochs": 0,
+            "optim.schedule": "cosine",
+            "optim.min_lr": 0.0,
+            "train.batch_size": 256,
+            "train.epochs": 200,
+            **views(
+                0,
+                count=2,
+                size=224,
+                scale=(0.2, 1.0),
+                **HALF_JITTER,
+                blur_p=0.5,
+                blur_sigma=(0.1, 2.0),
+                interpolation="bilinear",
+            ),
+        },
+        "effective_lr": 0.03,
+        "exclude_bias_norm": False,
+    },
+    "mocov2-cifar10": {
+        "source": f"{MOCO_DEMO} (as mocov1-cifar10), with MoCo v2's MLP head ({MOCO} moco/builder.py:44-51)",
+        "values": {
+            "method.name": "mocov2",
+            "method.temperature": 0.1,
+            "method.momentum": 0.99,
+            "method.queue_size": 4096,
+            "method.proj_out_dim": 128,
+            "method.bn_splits": 8,
+            "backbone.name": "resnet18",
+            "backbone.cifar_stem": True,
+            "optim.name": "sgd",
+            "optim.lr": 0.03,
+            "optim.lr_scaling": "linear",
+            "optim.weight_decay": 5e-4,
+            "optim.warmup_epochs": 0,
+            "optim.schedule": "cosine",
+            "train.batch_size": 512,
+            "train.epochs": 200,
+            "knn.k": 200,
+            "knn.temperature": 0.1,
+            **views(
+                0,
+                count=2,
+                size=32,
+                scale=(0.08, 1.0),
+                **HALF_JITTER,
+                blur_p=0.0,
+                interpolation="bilinear",
+                **DEMO_MEAN_STD,
+            ),
+        },
+        "effective_lr": 0.06,
+        "exclude_bias_norm": False,
+        "deviations": {"method.proj_layers": (2, 1, "MoCo v2's MLP head; the demo's head is v1's linear one")},
+    },
+    # ------------------------------------------------------------------ MoCo v3
+    "mocov3-r50-imagenet": {
+        "source": f"{MOCOV3} CONFIG.md (ResNet-50, 100-epoch: --moco-m-cos --crop-min=.2); main_moco.py defaults "
+        "(-b 4096, --lr 0.6, --wd 1e-6, --momentum 0.9, --epochs 100, --warmup-epochs 10, --moco-dim 256, "
+        "--moco-mlp-dim 4096, --moco-m 0.99, --moco-t 1.0, --optimizer lars), main_moco.py:190 (lr x bs/256), "
+        ":263-281 (augmentation, bilinear RandomResizedCrop); moco/optimizer.py:27 (no wd or adaptation on 1-D); "
+        "moco/builder.py (R50: 2-layer projector, predictor without last BN); zero_init_residual=True",
+        "values": {
+            "method.name": "mocov3",
+            "method.temperature": 1.0,
+            "method.momentum": 0.99,
+            "method.momentum_end": 1.0,
+            "method.proj_layers": 2,
+            "method.proj_hidden_dim": 4096,
+            "method.proj_out_dim": 256,
+            "method.pred_hidden_dim": 4096,
+            "method.pred_last_bn": False,
+            "backbone.name": "resnet50",
+            "backbone.zero_init_residual": True,
+            "optim.name": "lars",
+            "optim.lr": 0.6,
+            "optim.lr_scaling": "linear",
+            "optim.momentum": 0.9,
+            "optim.trust_coefficient": 0.001,
+            "optim.weight_decay": 1e-6,
+            "optim.warmup_epochs": 10,
+            "optim.min_lr": 0.0,
+            "train.batch_size": 4096,
+            "train.epochs": 100,
+            **asymmetric(224, scale=(0.2, 1.0), interpolation="bilinear"),
+        },
+        "effective_lr": 9.6,
+        "exclude_bias_norm": True,
+    },
+    "mocov3-vits16-imagenet": {
+        "source": f"{MOCOV3} CONFIG.md (ViT-Small, 4-node: --optimizer=adamw --lr=1.5e-4 --weight-decay=.1 "
+        "--epochs=300 --warmup-epochs=40 --stop-grad-conv1 --moco-m-cos --moco-t=.2, batch 4096); "
+        "main_moco.py:229 (AdamW over model.parameters()), :263-281 (augmentation, crop-min 0.08, bilinear); "
+        "vits.py (12 heads, sin-cos position embedding); moco/builder.py (ViT: 3-layer projector, last BN in "
+        "the predictor)",
+        "values": {
+            "method.name": "mocov3",
+            "method.temperature": 0.2,
+            "method.momentum": 0.99,
+            "method.proj_layers": 3,
+            "method.proj_hidden_dim": 4096,
+            "method.proj_out_dim": 256,
+            "method.pred_last_bn": True,
+            "backbone.name": "vit_small_patch16",
+            "backbone.num_heads": 12,
+            "backbone.pos_embed": "sincos",
+            "backbone.freeze_patch_embed": True,
+            "backbone.weight_init": "moco",
+            "optim.name": "adamw",
+            "optim.lr": 1.5e-4,
+            "optim.lr_scaling": "linear",
+            "optim.weight_decay": 0.1,
+            "optim.warmup_epochs": 40,
+            "train.batch_size": 4096,
+            "train.epochs": 300,
+            **asymmetric(224, scale=(0.08, 1.0), interpolation="bilinear"),
+        },
+        "effective_lr": 2.4e-3,
+        "deviations": {
+            "exclude_bias_norm": (
+                True,
+                False,
+                "official AdamW decays every parameter; documented in methods/mocov3.py",
+            ),
+        },
+    },
+    "mocov3-cifar10": {
+        "source": f"{SOLO} scripts/pretrain/cifar/mocov3.yaml (lars lr 0.3, eta 0.02, clip_lr, exclude_bias_n_norm, "
+        "wd 1e-6, batch 256, 1000 epochs, temperature 0.2, base_tau 0.99, proj 4096/256, pred 4096), "
+        "augmentations/asymmetric.yaml, solo/methods/mocov3.py:55-75 (ResNet: 2-layer heads, predictor without "
+        f"last BN); {SOLO_COMMON}",
+        "values": {
+            "method.name": "mocov3",
+            "method.temperature": 0.2,
+            "method.momentum": 0.99,
+            "method.momentum_end": 1.0,
+            "method.proj_layers": 2,
+            "method.proj_hidden_dim": 4096,
+            "method.proj_out_dim": 256,
+            "method.pred_hidden_dim": 4096,
+            "method.pred_last_bn": False,
+            "backbone.name": "resnet18",
+            "backbone.cifar_stem": True,
+            "backbone.zero_init_residual": False,
+            "optim.name": "lars",
+            "optim.lr": 0.3,
+            "optim.lr_scaling": "linear",
+            "optim.trust_coefficient": 0.02,
+            "optim.lars_clip": True,
+            "optim.weight_decay": 1e-6,
+            "optim.warmup_epochs": 10,
+            "optim.warmup_start_lr": 3e-5,
+            "optim.min_lr": 0.0,
+            "train.batch_size": 256,
+            "train.epochs": 1000,
+            **asymmetric(32, blur=(0.0, 0.0), **CIFAR_MEAN_STD),
+        },
+        "effective_lr": 0.3,
+        "exclude_bias_norm": True,
+    },
+    # ------------------------------------------------------------------ SwAV
+    "swav-imagenet": {
+        "source": f"{SWAV} scripts/swav_800ep_pretrain.sh (64 GPUs x --batch_size 64, --nmb_crops 2 6 --size_crops "
+        "224 96 --min_scale_crops 0.14 0.05 --max_scale_crops 1. 0.14, --temperature 0.1 --epsilon 0.05 "
+        "--sinkhorn_iterations 3 --feat_dim 128 --nmb_prototypes 3000 --queue_length 0 --epochs 800 --base_lr 4.8 "
+        "--final_lr 0.0048 --freeze_prototypes_niters 313 --wd 1e-6 --warmup_epochs 10 --start_warmup 0.3); "
+        "main_swav.py:171-177 (LARC(SGD(model.parameters()), trust 0.001, clip=False)); "
+        "src/multicropdataset.py:40-48 (RandomResizedCrop, bilinear), colour distortion strength 1, blur p=0.5",
+        "values": {
+            "method.name": "swav",
+            "method.temperature": 0.1,
+            "method.epsilon": 0.05,
+            "method.sinkhorn_iterations": 3,
+            "method.num_prototypes": 3000,
+            "method.proj_hidden_dim": 2048,
+            "method.proj_out_dim": 128,
+            "method.freeze_prototypes_epochs": 1,
+            "method.queue_length": 0,
+            "backbone.name": "resnet50",
+            "optim.name": "lars",
+            "optim.lr": 0.3,
+            "optim.lr_scaling": "linear",
+            "optim.trust_coefficient": 0.001,
+            "optim.lars_clip": False,
+            "optim.weight_decay": 1e-6,
+            "optim.warmup_epochs": 10,
+            "optim.warmup_start_lr": 0.3,
+            "optim.min_lr": 0.0048,
+            "train.batch_size": 4096,
+            "train.epochs": 800,
+            **views(
+                0,
+                count=2,
+                size=224,
+                scale=(0.14, 1.0),
+                **SIMCLR_JITTER,
+                blur_p=0.5,
+                solarize_p=0.0,
+                interpolation="bilinear",
+            ),
+            **views(
+                1,
+                count=6,
+                size=96,
+                scale=(0.05, 0.14),
+                **SIMCLR_JITTER,
+                blur_p=0.5,
+                solarize_p=0.0,
+                interpolation="bilinear",
+            ),
+        },
+        "effective_lr": 4.8,
+        "exclude_bias_norm": False,
+    },
+    "swav-imagenet-bs256": {
+        "source": f"{SWAV} scripts/swav_200ep_bs256_pretrain.sh (4 GPUs x --batch_size 64, --queue_length 3840 "
+        "--epoch_queue_starts 15 --epochs 200 --base_lr 0.6 --final_lr 0.0006 --freeze_prototypes_niters 5005 "
+        "--wd 1e-6 --warmup_epochs 0, crops as the 800-epoch script)",
+        "values": {
+            "method.name": "swav",
+            "method.queue_length": 3840,
+            "method.queue_start_epoch": 15,
+            "method.freeze_prototypes_epochs": 1,
+            "method.num_prototypes": 3000,
+            "optim.lr": 0.6,
+            "optim.lr_scaling": "linear",
+            "optim.warmup_epochs": 0,
+            "optim.min_lr": 0.0006,
+            "optim.weight_decay": 1e-6,
+            "train.batch_size": 256,
+            "train.epochs": 200,
+            "data.views.0.count": 2,
+            "data.views.1.count": 6,
+            "data.views.0.interpolation": "bilinear",
+            "data.views.1.interpolation": "bilinear",
+        },
+        "effective_lr": 0.6,
+        "exclude_bias_norm": False,
+    },
+    "swav-cifar10": {
+        "source": f"{SOLO} scripts/pretrain/cifar/swav.yaml (proj 2048/128, queue_size 3840, num_prototypes 3000, "
+        "epoch_queue_starts 50, freeze_prototypes_epochs 2, temperature 0.1, lars lr 0.6, wd 1e-6, eta 0.02, "
+        "clip_lr, batch 256, 1000 epochs), augmentations/symmetric.yaml (2 crops of 32, jitter 0.8/0.8/0.8/0.2 "
+        f"p=0.8, grayscale 0.2, blur 0.5), solo/methods/swav.py:102-103 (sk_epsilon 0.05, sk_iters 3); {SOLO_COMMON}",
+        "values": {
+            "method.name": "swav",
+            "method.temperature": 0.1,
+            "method.epsilon": 0.05,
+            "method.sinkhorn_iterations": 3,
+            "method.num_prototypes": 3000,
+            "method.proj_hidden_dim": 2048,
+            "method.proj_out_dim": 128,
+            "method.freeze_prototypes_epochs": 2,
+            "method.queue_length": 3840,
+            "method.queue_start_epoch": 50,
+            "backbone.name": "resnet18",
+            "backbone.cifar_stem": True,
+            "backbone.zero_init_residual": False,
+            "optim.name": "lars",
+            "optim.lr": 0.6,
+            "optim.lr_scaling": "linear",
+            "optim.trust_coefficient": 0.02,
+            "optim.lars_clip": True,
+            "optim.weight_decay": 1e-6,
+            "optim.warmup_epochs": 10,
+            "optim.warmup_start_lr": 3e-5,
+            "optim.min_lr": 0.0,
+            "train.batch_size": 256,
+            "train.epochs": 1000,
+            **views(
+                0,
+                count=1,
+                size=32,
+                scale=(0.08, 1.0),
+                **SIMCLR_JITTER,
+                blur_p=0.5,
+                solarize_p=0.0,
+                interpolation="bicubic",
+                **CIFAR_MEAN_STD,
+            ),
+            **views(
+                1,
+                count=1,
+                size=32,
+                scale=(0.08, 1.0),
+                **SIMCLR_JITTER,
+                blur_p=0.5,
+                solarize_p=0.0,
+                interpolation="bicubic",
+                **CIFAR_MEAN_STD,
+            ),
+        },
+        "effective_lr": 0.6,
+        "deviations": {
+            "exclude_bias_norm": (
+                False,
+                True,
+                "SwAV decays and adapts every parameter as main_swav.py does; solo-learn excludes biases and norms",
+            ),
+        },
+    },
+    # ------------------------------------------------------------------ SimSiam
+    "simsiam-imagenet": {
+        "source": f"{SIMSIAM} main_simsiam.py defaults (-b 512, --lr 0.05, --momentum 0.9, --wd 1e-4, --epochs 100, "
+        "--dim 2048, --pred-dim 512), :157 (lr x bs/256), :193-201 (SGD over all parameters), :229-238 "
+        "(MoCo v2 augmentation, bilinear), :359-366 (cosine, no warm-up, --fix-pred-lr); README.md:29-33; "
+        "simsiam/builder.py:24 (zero_init_residual=True)",
+        "values": {
+            "method.name": "simsiam",
+            "method.proj_layers": 3,
+            "method.proj_out_dim": 2048,
+            "method.pred_hidden_dim": 512,
+            "method.fix_pred_lr": True,
+            "backbone.name": "resnet50",
+            "backbone.zero_init_residual": True,
+            "optim.name": "sgd",
+            "optim.lr": 0.05,
+            "optim.lr_scaling": "linear",
+            "optim.momentum": 0.9,
+            "optim.weight_decay": 1e-4,
+            "optim.warmup_epochs": 0,
+            "optim.schedule": "cosine",
+            "optim.min_lr": 0.0,
+            "train.batch_size": 512,
+            "train.epochs": 100,
+            **views(0, count=2, size=224, scale=(0.2, 1.0), **HALF_JITTER, blur_p=0.5, interpolation="bilinear"),
+        },
+        "effective_lr": 0.1,
+        "exclude_bias_norm": False,
+    },
+    "simsiam-cifar10": {
+        "source": "arXiv:2011.10566 appendix D (paper; no official CIFAR code): ResNet-18 CIFAR variant, SGD lr "
+        "0.03 x bs/256, wd 5e-4, momentum 0.9, batch 512, 800 epochs, 2-layer projector 2048; views as "
+        f"{SIMSIAM} main_simsiam.py:229-238 without blur",
+        "values": {
+            "method.name": "simsiam",
+            "method.proj_layers": 2,
+            "method.proj_hidden_dim": 2048,
+            "method.proj_out_dim": 2048,
+            "method.pred_hidden_dim": 512,
+            "backbone.name": "resnet18",
+            "backbone.cifar_stem": True,
+            "optim.name": "sgd",
+            "optim.lr": 0.03,
+            "optim.lr_scaling": "linear",
+            "optim.momentum": 0.9,
+            "optim.weight_decay": 5e-4,
+            "optim.warmup_epochs": 0,
+            "train.batch_size": 512,
+            "train.epochs": 800,
+            **views(0, count=2, size=32, scale=(0.2, 1.0), **HALF_JITTER, blur_p=0.0, interpolation="bilinear"),
+        },
+        "effective_lr": 0.06,
+        "exclude_bias_norm": False,
+    },
+    # ------------------------------------------------------------------ BYOL
+    "byol-imagenet": {
+        "source": f"{BYOL} byol/configs/byol.py:21-23 (1000 epochs: lr 0.2, wd 1.5e-6, EMA 0.996), :40-42 "
+        "(heads 4096/256/4096), :57-64 (eta 1e-3, momentum 0.9, 10 warm-up epochs); byol/main_loop.py:37 "
+        "(batch 4096); byol/utils/schedules.py (lr x bs/256, cosine to 0, tau schedule); "
+        "byol/utils/networks.py:40-45 (output layers with_bias=False); byol/utils/augmentations.py, "
+        "byol/utils/dataset.py:201 (bicubic); Haiku BlockV1 zero-init last BN (byol/README.md:101-111)",
+        "values": {
+            "method.name": "byol",
+            "method.momentum": 0.996,
+            "method.momentum_end": 1.0,
+            "method.proj_hidden_dim": 4096,
+            "method.proj_out_dim": 256,
+            "method.pred_hidden_dim": 4096,
+            "backbone.name": "resnet50",
+            "backbone.zero_init_residual": True,
+            "optim.name": "lars",
+            "optim.lr": 0.2,
+            "optim.lr_scaling": "linear",
+            "optim.momentum": 0.9,
+            "optim.trust_coefficient": 0.001,
+            "optim.weight_decay": 1.5e-6,
+            "optim.warmup_epochs": 10,
+            "optim.min_lr": 0.0,
+            "train.batch_size": 4096,
+            "train.epochs": 1000,
+            **asymmetric(224),
+        },
+        "effective_lr": 3.2,
+        "exclude_bias_norm": True,
+    },
+    "byol-cifar10": {
+        "source": f"{SOLO} scripts/pretrain/cifar/byol.yaml (proj 4096/256, pred 4096, base_tau 0.99, final_tau 1.0, "
+        "lars lr 1.0, wd 1e-5, eta 0.02, clip_lr, exclude_bias_n_norm, batch 256, 1000 epochs), "
+        f"augmentations/asymmetric.yaml; {SOLO_COMMON}",
+        "values": {
+            "method.name": "byol",
+            "method.momentum": 0.99,
+            "method.momentum_end": 1.0,
+            "method.proj_hidden_dim": 4096,
+            "method.proj_out_dim": 256,
+            "method.pred_hidden_dim": 4096,
+            "backbone.name": "resnet18",
+            "backbone.cifar_stem": True,
+            "backbone.zero_init_residual": False,
+            "optim.name": "lars",
+            "optim.lr": 1.0,
+            "optim.lr_scaling": "linear",
+            "optim.trust_coefficient": 0.02,
+            "optim.lars_clip": True,
+            "optim.weight_decay": 1e-5,
+            "optim.warmup_epochs": 10,
+            "optim.warmup_start_lr": 3e-5,
+            "optim.min_lr": 0.0,
+            "train.batch_size": 256,
+            "train.epochs": 1000,
+            **asymmetric(32, blur=(0.0, 0.0), **CIFAR_MEAN_STD),
+        },
+        "effective_lr": 1.0,
+        "exclude_bias_norm": True,
+    },
+    # ------------------------------------------------------------------ Barlow Twins
+    "barlowtwins-imagenet": {
+        "source": f"{BT} main.py:25-45 defaults (--epochs 1000, --batch-size 2048, --learning-rate-weights 0.2, "
+        "--learning-rate-biases 0.0048, --weight-decay 1e-6, --lambd 0.0051, --projector 8192-8192-8192), "
+        ":155-170 (lr x bs/256, 10 warm-up epochs, cosine to 1/1000), :191 (zero_init_residual=True), :215-216 "
+        "(non-differentiable all_reduce: gradient / W), :290-326 (augmentation, bicubic); README.md:54-60 (the "
+        "best model is `python main.py`, 16 V100 GPUs: W = 16, loss_scale 1/16)",
+        "values": {
+            "method.name": "barlowtwins",
+            "method.proj_hidden_dim": 8192,
+            "method.proj_out_dim": 8192,
+            "method.proj_layers": 3,
+            "method.lambd": 0.0051,
+            "method.bias_lr_scale": 0.0048 / 0.2,
+            "method.loss_scale": 1 / 16,
+            "backbone.name": "resnet50",
+            "backbone.zero_init_residual": True,
+            "optim.name": "lars",
+            "optim.lr": 0.2,
+            "optim.lr_scaling": "linear",
+            "optim.momentum": 0.9,
+            "optim.trust_coefficient": 0.001,
+            "optim.weight_decay": 1e-6,
+            "optim.warmup_epochs": 10,
+            "optim.min_lr": 0.2 * 2048 / 256 / 1000,
+            "train.batch_size": 2048,
+            "train.epochs": 1000,
+            **asymmetric(224),
+        },
+        "effective_lr": 1.6,
+        "exclude_bias_norm": True,
+    },
+    "barlowtwins-cifar10": {
+        "source": f"{SOLO} scripts/pretrain/cifar/barlow.yaml (proj 2048/2048, scale_loss 0.1, lars lr 0.3, wd 1e-4, "
+        "eta 0.02, clip_lr, exclude_bias_n_norm, batch 256, 1000 epochs), solo/methods/barlow_twins.py:77 "
+        f"(lamb 0.0051), augmentations/asymmetric.yaml; {SOLO_COMMON}",
+        "values": {
+            "method.name": "barlowtwins",
+            "method.proj_hidden_dim": 2048,
+            "method.proj_out_dim": 2048,
+            "method.proj_layers": 3,
+            "method.lambd": 0.0051,
+            "method.bias_lr_scale": 1.0,
+            "method.loss_scale": 0.1,
+            "backbone.name": "resnet18",
+            "backbone.cifar_stem": True,
+            "backbone.zero_init_residual": False,
+            "optim.name": "lars",
+            "optim.lr": 0.3,
+            "optim.lr_scaling": "linear",
+            "optim.trust_coefficient": 0.02,
+            "optim.lars_clip": True,
+            "optim.weight_decay": 1e-4,
+            "optim.warmup_epochs": 10,
+            "optim.warmup_start_lr": 3e-5,
+            "optim.min_lr": 0.0,
+            "train.batch_size": 256,
+            "train.epochs": 1000,
+            **asymmetric(32, blur=(0.0, 0.0), **CIFAR_MEAN_STD),
+        },
+        "effective_lr": 0.3,
+        "exclude_bias_norm": True,
+    },
+    # ------------------------------------------------------------------ DINO
+    "dino-vits16-imagenet": {
+        "source": f"{DINO} main_dino.py defaults (--arch vit_small --patch_size 16 --out_dim 65536 --norm_last_layer "
+        "True --momentum_teacher 0.996 --use_bn_in_head False --warmup_teacher_temp 0.04 --teacher_temp 0.04 "
+        "--warmup_teacher_temp_epochs 0 --weight_decay 0.04 --weight_decay_end 0.4 --clip_grad 3.0 "
+        "--batch_size_per_gpu 64 --epochs 100 --freeze_last_layer 1 --lr 0.0005 --warmup_epochs 10 --min_lr 1e-6 "
+        "--optimizer adamw --drop_path_rate 0.1 --global_crops_scale 0.4 1 --local_crops_number 8 "
+        "--local_crops_scale 0.05 0.4), main_dino.py:239 (lr x bs/256), :419-456 (DataAugmentationDINO, bicubic); "
+        "utils.py:132-141 (clip_gradients: per parameter); README.md:163-166 (8 GPUs: batch 512)",
+        "values": {
+            "method.name": "dino",
+            "method.out_dim": 65536,
+            "method.hidden_dim": 2048,
+            "method.bottleneck_dim": 256,
+            "method.use_bn": False,
+            "method.norm_last_layer": True,
+            "method.momentum": 0.996,
+            "method.momentum_end": 1.0,
+            "method.warmup_teacher_temp": 0.04,
+            "method.teacher_temp": 0.04,
+            "method.warmup_teacher_temp_epochs": 0,
+            "method.student_temp": 0.1,
+            "method.center_momentum": 0.9,
+            "method.freeze_last_layer_epochs": 1,
+            "backbone.name": "vit_small_patch16",
+            "backbone.drop_path_rate": 0.1,
+            "optim.name": "adamw",
+            "optim.lr": 5e-4,
+            "optim.lr_scaling": "linear",
+            "optim.min_lr": 1e-6,
+            "optim.warmup_epochs": 10,
+            "optim.weight_decay": 0.04,
+            "optim.weight_decay_end": 0.4,
+            "optim.clip_grad": 3.0,
+            "optim.clip_mode": "per_param",
+            "train.batch_size": 512,
+            "train.epochs": 100,
+            **views(
+                0,
+                count=1,
+                size=224,
+                scale=(0.4, 1.0),
+                **BYOL_JITTER,
+                blur_p=1.0,
+                solarize_p=0.0,
+                interpolation="bicubic",
+            ),
+            **views(
+                1,
+                count=1,
+                size=224,
+                scale=(0.4, 1.0),
+                **BYOL_JITTER,
+                blur_p=0.1,
+                solarize_p=0.2,
+                interpolation="bicubic",
+            ),
+            **views(
+                2,
+                count=8,
+                size=96,
+                scale=(0.05, 0.4),
+                **BYOL_JITTER,
+                blur_p=0.5,
+                solarize_p=0.0,
+                interpolation="bicubic",
+            ),
+        },
+        "effective_lr": 1e-3,
+        "exclude_bias_norm": True,
+    },
+    "dino-vits16-imagenet-boost": {
+        "source": f"{DINO} README.md:185-202 (run_with_submitit.py --arch vit_small --epochs 300 --teacher_temp 0.07 "
+        "--warmup_teacher_temp_epochs 30 --norm_last_layer false; 76.0% linear), run_with_submitit.py:29-30 "
+        "(8 GPUs x 2 nodes: 16 x 64 = 1024); the rest main_dino.py's defaults",
+        "values": {
+            "method.name": "dino",
+            "method.out_dim": 65536,
+            "method.norm_last_layer": False,
+            "method.warmup_teacher_temp": 0.04,
+            "method.teacher_temp": 0.07,
+            "method.warmup_teacher_temp_epochs": 30,
+            "method.momentum": 0.996,
+            "backbone.name": "vit_small_patch16",
+            "backbone.drop_path_rate": 0.1,
+            "optim.name": "adamw",
+            "optim.lr": 5e-4,
+            "optim.min_lr": 1e-6,
+            "optim.weight_decay": 0.04,
+            "optim.weight_decay_end": 0.4,
+            "optim.clip_grad": 3.0,
+            "optim.clip_mode": "per_param",
+            "train.batch_size": 1024,
+            "train.epochs": 300,
+            "data.views.2.count": 8,
+            "data.views.2.scale": (0.05, 0.4),
+        },
+        "effective_lr": 2e-3,
+        "exclude_bias_norm": True,
+    },
+    "dino-vits8-imagenet": {
+        "source": f"{DINO} main_dino.py defaults with --patch_size 8; main_dino.py --patch_size help (full "
+        "precision under 16); README.md has no ViT-S/8 command and the released args.txt is a download "
+        "(dino issue #104: 16 per GPU on 64 GPUs, --use_fp16 false)",
+        "values": {
+            "method.name": "dino",
+            "method.teacher_temp": 0.04,
+            "method.norm_last_layer": True,
+            "backbone.name": "vit_small_patch8",
+            "backbone.drop_path_rate": 0.1,
+            "train.precision": "fp32",
+            "train.batch_size": 512,
+            "train.epochs": 100,
+            "optim.clip_grad": 3.0,
+            "optim.clip_mode": "per_param",
+            "data.views.2.count": 8,
+        },
+        "effective_lr": 1e-3,
+        "exclude_bias_norm": True,
+    },
+    "dino-r50-imagenet": {
+        "source": "dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/args.txt (a download, not in "
+        f"{DINO}; unverified here), confirmed as the released run by dino issue #133 (batch 4080 over 80 GPUs)",
+        "values": {
+            "method.name": "dino",
+            "method.out_dim": 60000,
+            "method.use_bn": True,
+            "method.norm_last_layer": True,
+            "method.momentum": 0.996,
+            "method.warmup_teacher_temp": 0.04,
+            "method.teacher_temp": 0.07,
+            "method.warmup_teacher_temp_epochs": 50,
+            "method.freeze_last_layer_epochs": 1,
+            "backbone.name": "resnet50",
+            "backbone.drop_path_rate": 0.0,
+            "optim.name": "lars",
+            "optim.lr": 0.3,
+            "optim.lr_scaling": "linear",
+            "optim.min_lr": 0.0048,
+            "optim.warmup_epochs": 10,
+            "optim.weight_decay": 1e-6,
+            "optim.weight_decay_end": None,
+            "optim.clip_grad": 0.0,
+            "train.batch_size": 4080,
+            "train.epochs": 800,
+            **views(0, count=1, size=224, scale=(0.14, 1.0), blur_p=1.0, solarize_p=0.0),
+            **views(1, count=1, size=224, scale=(0.14, 1.0), blur_p=0.1, solarize_p=0.2),
+            **views(2, count=6, size=96, scale=(0.05, 0.14), blur_p=0.5, solarize_p=0.0),
+        },
+        "effective_lr": 0.3 * 4080 / 256,
+        "exclude_bias_norm": True,
+    },
+    "dino-cifar10": {
+        "source": f"{SOLO} scripts/pretrain/cifar/dino.yaml (proj_hidden_dim 2048, proj_output_dim 256, "
+        "num_prototypes 4096, base_tau 0.9995, final_tau 1.0, lars lr 0.3, wd 1e-6, eta 0.02, clip_lr, "
+        "exclude_bias_n_norm, batch 256, 1000 epochs), solo/methods/dino.py:196-224 (clip_grad 0, "
+        "freeze_last_layer 1, norm_last_layer True, use_bn_in_head False, student 0.1, teacher 0.07, warm-up "
+        "teacher 0.04 over 0 epochs), solo/losses/dino.py:37 (center 0.9), augmentations/asymmetric.yaml; "
+        f"{SOLO_COMMON}",
+        "values": {
+            "method.name": "dino",
+            "method.out_dim": 4096,
+            "method.hidden_dim": 2048,
+            "method.bottleneck_dim": 256,
+            "method.use_bn": False,
+            "method.norm_last_layer": True,
+            "method.momentum": 0.9995,
+            "method.momentum_end": 1.0,
+            "method.teacher_temp": 0.07,
+            "method.warmup_teacher_temp_epochs": 0,
+            "method.student_temp": 0.1,
+            "method.center_momentum": 0.9,
+            "method.freeze_last_layer_epochs": 1,
+            "backbone.name": "resnet18",
+            "backbone.cifar_stem": True,
+            "backbone.zero_init_residual": False,
+            "optim.name": "lars",
+            "optim.lr": 0.3,
+            "optim.lr_scaling": "linear",
+            "optim.trust_coefficient": 0.02,
+            "optim.lars_clip": True,
+            "optim.weight_decay": 1e-6,
+            "optim.weight_decay_end": None,
+            "optim.warmup_epochs": 10,
+            "optim.warmup_start_lr": 3e-5,
+            "optim.min_lr": 0.0,
+            "optim.clip_grad": 0.0,
+            "train.batch_size": 256,
+            "train.epochs": 1000,
+            **asymmetric(32, blur=(0.0, 0.0), **CIFAR_MEAN_STD),
+        },
+        "effective_lr": 0.3,
+        "exclude_bias_norm": True,
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def lookup(cfg: Any, key: str) -> Any:
+    """The value of dotted ``key`` in ``cfg``; ``exclude_bias_norm`` is the method class's attribute."""
+    if key == "exclude_bias_norm":
+        return METHODS.get(cfg.method.name).exclude_bias_norm
+    obj = cfg
+    for part in key.split("."):
+        obj = obj[int(part)] if isinstance(obj, list | tuple) else getattr(obj, part)
+    return obj
+
+
+def same(got: Any, want: Any) -> bool:
+    if want is None or isinstance(want, bool) or isinstance(got, bool):
+        return got is want
+    if isinstance(want, list | tuple):
+        return isinstance(got, list | tuple) and len(got) == len(want) and all(map(same, got, want))
+    if isinstance(want, int | float) and isinstance(got, int | float):
+        return got == pytest.approx(want, rel=1e-9, abs=1e-12)
+    return got == want
+
+
+def test_every_preset_has_a_recipe_row():
+    presets = set(list_presets())
+    assert presets - set(RECIPES) == set(), "a preset without a row in RECIPES: add its recipe and source"
+    assert set(RECIPES) - presets == set(), "a row in RECIPES for a preset that no longer exists"
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_row_cites_a_source(name):
+    row = RECIPES[name]
+    assert isinstance(row.get("source"), str) and len(row["source"]) > 20
+    assert set(row) <= {"source", "values", "effective_lr", "exclude_bias_norm", "deviations"}
+    for key, dev in row.get("deviations", {}).items():
+        assert len(dev) == 3 and isinstance(dev[2], str) and dev[2], f"{name}: deviation {key} needs a reason"
+        assert key not in row["values"], f"{name}: {key} is both a recipe value and a deviation"
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_preset_matches_its_recipe(name):
+    row = RECIPES[name]
+    cfg = load_config(name)
+    wrong = []
+    for key, want in row["values"].items():
+        got = lookup(cfg, key)
+        if not same(got, want):
+            wrong.append(f"{key}: preset {got!r}, recipe {want!r}")
+    if "exclude_bias_norm" in row:
+        got = lookup(cfg, "exclude_bias_norm")
+        if got is not row["exclude_bias_norm"]:
+            wrong.append(f"exclude_bias_norm: method {got!r}, recipe {row['exclude_bias_norm']!r}")
+    if "effective_lr" in row:
+        got = scaled_lr(cfg.optim, cfg.train.batch_size)
+        if got != pytest.approx(row["effective_lr"], rel=1e-9):
+            wrong.append(f"effective peak lr: preset {got!r}, recipe {row['effective_lr']!r}")
+    for key, (here, _, why) in row.get("deviations", {}).items():
+        got = lookup(cfg, key)
+        if not same(got, here):
+            wrong.append(f"{key}: preset {got!r}, the table's documented deviation {here!r} ({why})")
+    assert not wrong, f"{name} departs from {row['source']}:\n  " + "\n  ".join(wrong)
