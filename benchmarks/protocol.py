@@ -1,27 +1,48 @@
-"""CPU quality protocol on real CIFAR-10: pretrain on a fixed subset, kNN against random init.
+"""CPU quality protocol on real CIFAR-10: selfsup and lightly side by side, against random init.
 
     python benchmarks/protocol.py --method simclr            # uses ../shared/data/cifar10-jpeg.tar.gz
-    python benchmarks/protocol.py --method all               # every method, one JSON line each
+    python benchmarks/protocol.py --method all               # every registered method
+    python benchmarks/protocol.py --method byol --impl selfsup --seeds 0   # one row, one seed
+    python benchmarks/protocol.py --method simclr --backbone imagenet-stem # the earlier backbone
     python benchmarks/protocol.py --method simclr --data ~/cifar10   # any ImageFolder CIFAR-10 (train/, test/)
 
-Fixed budget (the reference: lightly's SimCLR, timm resnet10t at 32 px, 10,000 train images,
-6 epochs, batch 256, SGD lr 0.06 x bs/256, about 8 minutes on 2 cores: kNN top-1 0.406 against
-about 0.32 at random init): a 10,000-image train subset (fixed seed), 6 epochs (more for the
-methods that start slowly, see ``PROTOCOL``), batch 256 (64 for SimSiam, SwAV and DINO, for more steps),
-ResNet-18 with the ImageNet stem at 32 px; kNN (k=200, T=0.1) with a bank of the same 10,000
-training images and 2,000 fixed test images. The random-init baseline uses the same backbone, same
-seed, in the same run. Prints one JSON line: method, top1, random_init_top1, train_seconds,
-images_per_s (and the settings).
+For each method and seed (``--seeds``, default 0,1) it pretrains on a fixed 10,000-image subset of the
+CIFAR-10 train split (the same subset for every seed; the seed sets initialisation, views and order),
+then runs a weighted kNN (k=200, T=0.1) with those 10,000 images as the bank and the 10,000 test
+images as queries (``--test-limit 0``: all; standard error 0.46-0.49 points at 30-40% top-1). The same
+backbone at random initialisation (same seed) is measured in the same run.
 
-Per-method settings for this short budget are in ``PROTOCOL``; everything else comes from the
-method's ``-cifar10`` preset. Views are augmented in batches (``data.augment=batched``) from images
-decoded once.
+``--impl selfsup,lightly`` (the default) trains, for each method lightly implements (SimCLR, MoCo v2,
+BYOL, SimSiam, Barlow Twins, SwAV, DINO), lightly's own heads and losses
+(``lightly_methods.py``) through selfsup's training loop on the same backbone (same initial
+weights), data, views, optimizer, schedule, batch and epochs: only the method's heads, loss and EMA
+bookkeeping differ between the two rows.
+
+Backbone (``--backbone``): ``cifar-w16``, ResNet-18 with the CIFAR stem (3x3/1, no max-pool) at base
+width 16, the default; ``imagenet-stem``, the full-width ResNet-18 with the ImageNet stem (7x7/2 +
+max-pool), the backbone of the earlier protocol, whose last stage sees a 1x1 map at 32 px. See
+PROTOCOL.md for why and for what was measured.
+
+Per-method settings, each method's explicit epoch budget (each run about 15 minutes or less on 2
+cores) included, are in ``PROTOCOL``; everything else comes from the method's ``-cifar10`` preset.
+A registered method not in ``PROTOCOL`` runs on its ``-cifar10`` preset with an epoch budget
+estimated from its views (``budget_epochs``). Views are augmented in batches (``data.augment=batched``)
+from images decoded once. ``--set KEY=VALUE`` overrides come last (``--set train.epochs=1`` for a smoke run).
+
+Output: one JSON line per (method, impl, seed) run, then one summary line per method with
+``selfsup_top1``, ``lightly_top1`` and ``random_init_top1`` (means over seeds, per-seed figures
+alongside), ``lift`` (selfsup minus random init), ``minutes`` per run, the standard error ``se`` =
+sqrt(p (1 - p) / n_test) and ``selfsup_ge_lightly_minus_se``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
+import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -34,63 +55,86 @@ from selfsup.api import build_from_config, knn_eval, labelled_eval_dataset
 from selfsup.config import load_config
 from selfsup.data.archive import ensure_extracted
 from selfsup.eval import linear_probe
+from selfsup.methods import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # lightly_methods, next to this file
 
+TRAIN_IMAGES = 10_000
 COMMON = [
+    # the protocol backbone: ResNet-18, CIFAR stem, base width 16 (0.70 M parameters, 128-d features)
     "backbone.name=resnet18",
-    "backbone.cifar_stem=false",
-    "data.limit=10000",
+    "backbone.cifar_stem=true",
+    "backbone.width=16",
+    f"data.limit={TRAIN_IMAGES}",
     "data.limit_seed=0",
     "data.augment=batched",
-    "train.epochs=6",
     "train.batch_size=256",
-    "train.seed=0",
     "train.log_every=10",
 ]
+#: --backbone: overrides applied after COMMON (before the per-method ones)
+BACKBONES: dict[str, list[str]] = {
+    "cifar-w16": [],
+    # the earlier protocol's backbone: full width, 7x7/2 stem + max-pool (a 1x1 map in the last stage)
+    "imagenet-stem": ["backbone.cifar_stem=false", "backbone.width=0"],
+}
 
-#: method -> (preset, extra overrides). The budget is 6 epochs (234 steps); the warm-up is shortened to
-#: one epoch where the preset's is 10 (of hundreds); everything else is the method's CIFAR-10 preset.
-#: MoCo v1/v2 get more epochs: their keys come from a momentum encoder and a queue of 4,096 keys, so
-#: for the first few hundred steps the loss sits at chance, ln(4097), and the features fall below
-#: random init before they rise (MoCo v2: 0.285 at 6 epochs, 0.342 at 20; MoCo v1 is slower still,
-#: with its linear head). An independent MoCo written after the official CIFAR-10 demo
-#: (``moco_reference.py``) follows the same loss curve and also stays below random init at 6 epochs
-#: (0.274 against selfsup's 0.303 and random init's 0.317), so this is the method, not the code.
+#: Budget arithmetic. Calibration (protocol-calibration.md, 2 cores, uncontended): the protocol
+#: backbone runs forward + backward at about 611 32-px view-images per second (model only, batch 256,
+#: channels-last), and selfsup's SimCLR loop (augmentation, heads, loss, optimizer) at about 440
+#: (5,000 images x 2 views x 4 and 12 epochs in about 100 and 250 s): VIEW_RATE. A 16-px multi-crop
+#: view costs (16/32)^2 = 1/4 of one; a forward-only pass (EMA target, MoCo's key) about 1/3. Runs at
+#: batch 64 are taken to be 25% slower per image (smaller GEMMs): an assumption, not a measurement.
+#: Wide heads add their own cost (noted per method below, not in ``view_cost``). Training gets
+#: TRAIN_BUDGET_S of the 15 minutes; the two kNN evaluations (random init and trained: 2 x 20,000
+#: forward passes) and start-up take the rest.
+#: Measured once on this backbone (PROTOCOL.md): 1 epoch of SimCLR on 10,000 images took 138 s
+#: (72.8 images/s, 146 view-images/s) and the two kNN evaluations 130 s, with other jobs on the
+#: machine (load average 1.1 -> 2.8); if that is the norm, scale the epochs below by about 1/3.
+VIEW_RATE = 440.0
+TRAIN_BUDGET_S = 12 * 60
+BATCH64_SLOWDOWN = 1.25
+
 WARMUP = "optim.warmup_epochs=1"
 #: the colour jitter of dino-cifar10's views (solo-learn's CIFAR one: strength 0.5, hue 0.1)
 _DINO_VIEW = load_config("dino-cifar10").data.views[0]
 DINO_JITTER = {k: getattr(_DINO_VIEW, k) for k in ("brightness", "contrast", "saturation", "hue")}
+
+#: method -> (preset, overrides). Every entry sets its epochs explicitly; the comment is the estimate
+#: of the training time: c view-image equivalents per image x 10,000 / VIEW_RATE = 22.7 c s per epoch.
+#: The other overrides are the ones the earlier (ImageNet-stem) protocol chose, with the figures that
+#: chose them in PROTOCOL.md; they are kept until measured otherwise on this backbone.
 PROTOCOL: dict[str, tuple[str, list[str]]] = {
-    "simclr": ("simclr-cifar10", [WARMUP, "method.temperature=0.2"]),
-    "simclrv2": ("simclrv2-cifar10", [WARMUP, "method.temperature=0.2"]),
-    "mocov1": ("mocov1-cifar10", ["train.epochs=40"]),
-    "mocov2": ("mocov2-cifar10", ["train.epochs=20"]),
-    "mocov3": ("mocov3-cifar10", [WARMUP]),
-    # BYOL climbs slowly: with the preset's clipped LARS 0.3085 at 6 epochs, 0.3185 at 16 and 0.3425 at 24
-    # (bf16, 12.5 minutes); with unclipped LARS 0.274 at 6; at batch 64 it stays below random init
-    "byol": ("byol-cifar10", [WARMUP, "train.epochs=24"]),
-    # batch 64 for 4x the steps (the paper's Table 2: SimSiam with SGD holds at batch 64) and solo-learn's
-    # CIFAR lr 0.5 x bs/256, wd 1e-5: 0.3215 at 6 epochs, 0.332 at 12; at batch 256 with the paper's
-    # CIFAR lr 0.03 it falls below random init (0.281 at 6 epochs, 0.247 at 20)
+    # c = 2 (two views; the 128-wide head is negligible): 45 s/epoch; 16 epochs ~ 12 min
+    "simclr": ("simclr-cifar10", [WARMUP, "method.temperature=0.2", "train.epochs=5"]),
+    # c = 2 + 2/3 (momentum encoder, forward-only on both views): 61 s/epoch; 12 epochs ~ 12 min
+    "simclrv2": ("simclrv2-cifar10", [WARMUP, "method.temperature=0.2", "train.epochs=4"]),
+    # c = 1 + 1/3 (query forward + backward, key forward-only), but both views are augmented, which
+    # the rate does not separate: about 30-35 s/epoch; 20 epochs ~ 10-12 min. MoCo sits at the chance
+    # loss for its first few hundred steps (PROTOCOL.md): it gets the most epochs.
+    "mocov1": ("mocov1-cifar10", ["train.epochs=7"]),
+    "mocov2": ("mocov2-cifar10", ["train.epochs=7"]),
+    # c = 2 + 2/3 (momentum encoder on both views; 4096-wide heads ~ +10%): 67 s/epoch; 10 epochs ~ 11 min
+    "mocov3": ("mocov3-cifar10", [WARMUP, "train.epochs=3"]),
+    # c = 2 + 2/3 (target on both views; 4096-wide heads ~ +10%): 67 s/epoch; 10 epochs ~ 11 min.
+    # The preset's clipped LARS (solo-learn's clip_lr).
+    "byol": ("byol-cifar10", [WARMUP, "train.epochs=3"]),
+    # batch 64 (4x the steps), solo-learn's CIFAR lr 0.5 x bs/256 and wd 1e-5. c = 2 x 1.25 (batch 64)
+    # x 1.2 (2048-wide projector and predictor): 68 s/epoch; 10 epochs ~ 11 min
     "simsiam": (
         "simsiam-cifar10",
-        ["train.batch_size=64", "optim.lr=0.5", "optim.weight_decay=1e-5", "train.epochs=12"],
+        ["train.batch_size=64", "optim.lr=0.5", "optim.weight_decay=1e-5", "train.epochs=3"],
     ),
-    # without the preset's clipped LARS (solo-learn's clip_lr): capped at eta ||w|| rather than scaled by
-    # the 0.3 rate, its steps are too large for a 1-epoch warm-up (0.1705 at 6 epochs; unclipped 0.327)
-    "barlowtwins": ("barlowtwins-cifar10", [WARMUP, "optim.lars_clip=false"]),
-    # SwAV's views must share something a random network sees, and its codes must be sharp enough to be
-    # targets: with the preset's colour distortion of strength 1 and local crops of scale 0.05-0.14, two
-    # views of one image score the prototypes almost as alike as two different images (0.32 against
-    # 0.29), and at batch 256 with 3,000 prototypes the Sinkhorn codes (epsilon 0.05) are near uniform
-    # (entropy 7.0 of ln K = 8.0): the loss then falls only by flattening every score, and kNN stays below
-    # random init (0.227 to 0.2955 across the settings in the README). DINO's CIFAR jitter, local crops
-    # of scale 0.05-0.25 and epsilon 0.025 (the official README's remedy for stalled runs) fix both:
-    # 0.325 at 6 epochs (0.3175 after 10); at batch 64, for 4x the steps as SimSiam and DINO, 0.330
-    # (0.3155 to 0.330 at the per-epoch checks). With the ImageNet LARS (trust 0.001) instead of the
-    # preset's: 0.2915 at batch 256; epsilon 0.015: 0.317
+    # unclipped LARS (the preset's clipped steps are too large for a 1-epoch warm-up). c = 2 x 1.35
+    # (2048-wide 3-layer projector and the 2048 x 2048 cross-correlation): 61 s/epoch; 12 epochs ~ 12 min
+    "barlowtwins": ("barlowtwins-cifar10", [WARMUP, "optim.lars_clip=false", "train.epochs=4"]),
+    # batch 64 (4x the steps), DINO's CIFAR jitter (0.4, 0.4, 0.2, 0.1) instead of the preset's strength
+    # 0.8 and Sinkhorn epsilon 0.025 (PROTOCOL.md: with strong jitter two views of an image score the
+    # prototypes almost as alike as two images, and the codes stay near uniform). The preset is now
+    # solo-learn's two 32-px crops (no multi-crop), so the earlier local-crop scale override is gone.
+    # c = 2 x 1.25 (the 2048-wide projector and 3,000 prototypes ~ +5%): 60 s/epoch; 12 epochs ~ 12 min
+    # (prototypes frozen for the preset's 2 epochs; the queue, from epoch 50, stays off)
     "swav": (
         "swav-cifar10",
         [
@@ -98,17 +142,36 @@ PROTOCOL: dict[str, tuple[str, list[str]]] = {
             "train.batch_size=64",
             "method.epsilon=0.025",
             *[f"data.views.{v}.{k}={x}" for v in (0, 1) for k, x in DINO_JITTER.items()],
-            "data.views.1.scale=[0.05,0.25]",
+            "train.epochs=4",
         ],
     ),
-    # batch 64 for 4x the steps and solo-learn's CIFAR LARS (trust 0.02, capped at the scheduled rate):
-    # with the preset's ImageNet LARS (trust 0.001) the loss stays at ln K for 12 epochs (0.301 at 6,
-    # 0.315 at 12); solo-learn's LARS at batch 256 gives 0.3105 at 6; at batch 64, 0.333
-    "dino": (
-        "dino-cifar10",
-        [WARMUP, "train.batch_size=64", "optim.trust_coefficient=0.02", "optim.lars_clip=true"],
-    ),
+    # batch 64 (4x the steps); the preset now has solo-learn's CIFAR LARS (trust 0.02, capped) that the
+    # earlier protocol set here, and two 32-px crops. c = (2 + 2/3 teacher) x 1.25 x 1.15 (2048-wide
+    # head, 4,096 outputs): 87 s/epoch; 8 epochs ~ 12 min
+    "dino": ("dino-cifar10", [WARMUP, "train.batch_size=64", "train.epochs=3"]),
 }
+
+
+def view_cost(cfg) -> float:
+    """32-px view-image equivalents per image of one training step (see VIEW_RATE)."""
+    largest = max(v.size for v in cfg.data.views)
+    per_view = [(v.size / largest) ** 2 for v in cfg.data.views for _ in range(v.count)]
+    if cfg.method.name in ("mocov1", "mocov2"):  # the query view back-propagates, the key view only forwards
+        cost = per_view[0] + per_view[1] / 3
+    else:
+        cost = sum(per_view)
+        if build_from_config(cfg).ema_pairs():  # a target network: forward-only on the global views
+            cost += sum(per_view[:2]) / 3
+    return cost * (BATCH64_SLOWDOWN if cfg.train.batch_size <= 64 else 1.0)
+
+
+def estimated_train_s(cfg) -> float:
+    return view_cost(cfg) * cfg.data.limit * cfg.train.epochs / VIEW_RATE
+
+
+def budget_epochs(cfg) -> int:
+    """Epochs that fit TRAIN_BUDGET_S for a method without a PROTOCOL entry."""
+    return max(1, int(TRAIN_BUDGET_S * VIEW_RATE / (view_cost(cfg) * cfg.data.limit)))
 
 
 def cifar_root(data: str | None) -> Path:
@@ -124,73 +187,239 @@ def cifar_root(data: str | None) -> Path:
     return root
 
 
-def run(
-    method: str, root: Path, out: Path, extra: list[str], num_workers: int, test_limit: int, linear: bool = False
-) -> dict:
-    preset, overrides = PROTOCOL.get(method, (f"{method}-cifar10", []))
-    cfg = load_config(
-        preset,
-        [f"data.path={root / 'train'}", f"data.num_workers={num_workers}", *COMMON, *overrides, *extra],
-    )
-    v = cfg.data.views[0]
-    bank = labelled_eval_dataset(str(root / "train"), v.size, cfg.data.limit, v.mean, v.std)
-    test = labelled_eval_dataset(str(root / "test"), v.size, test_limit, v.mean, v.std)
-    # bank: exactly the pretraining subset (same limit and seed)
-    pre = selfsup.pretrain_dataset(cfg.data)
-    assert [bank.source.name(i) for i in bank.indices] == [pre.source.name(i) for i in pre.indices]
-    k, t = 200, 0.1
-    random_encoder = build_from_config(cfg).encoder
-    random_init = knn_eval(random_encoder, bank, test, k, t, num_workers=num_workers)
-    t0 = time.perf_counter()
-    res = selfsup.pretrain(cfg, out)
-    train_s = time.perf_counter() - t0
-    encoder, _ = selfsup.load_encoder(out)
-    trained = knn_eval(encoder, bank, test, k, t, num_workers=num_workers)
-    extra_figures = {}
-    if linear:  # the fast linear probe (features once, 90 epochs of SGD) on the same images
-        n_cls = len(bank.source.classes)
-        extra_figures = {
-            "linear_top1": round(linear_probe(encoder, bank, test, n_cls)["top1"], 4),
-            "random_init_linear_top1": round(linear_probe(random_encoder, bank, test, n_cls)["top1"], 4),
-        }
+def configure(method: str, root: Path, args, seed: int):
+    """The run's config: COMMON, --backbone, PROTOCOL (or the preset with a budgeted epoch count), --set."""
+    head = [f"data.path={root / 'train'}", f"data.num_workers={args.num_workers}", *COMMON, *BACKBONES[args.backbone]]
+    tail = [f"train.seed={seed}", *args.extra]
+    if method in PROTOCOL:
+        preset, overrides = PROTOCOL[method]
+        return load_config(preset, [*head, *overrides, *tail])
+    preset = f"{method}-cifar10"
+    cfg = load_config(preset, [*head, *tail])
+    if not any(o.startswith("train.epochs=") for o in args.extra):
+        cfg = load_config(preset, [*head, f"train.epochs={budget_epochs(cfg)}", *tail])
+    return cfg
+
+
+def backbone_info(cfg, encoder: torch.nn.Module) -> dict:
+    b = cfg.backbone
     return {
-        "method": method,
-        "top1": round(trained["top1"], 4),
-        "random_init_top1": round(random_init["top1"], 4),
-        "top5": round(trained["top5"], 4),
-        **extra_figures,
-        "train_seconds": round(train_s, 1),
-        "images_per_s": round(res.images_per_s, 1),
-        "backbone": cfg.backbone.name,
-        "epochs": cfg.train.epochs,
-        "train_images": len(bank),
-        "test_images": len(test),
-        "batch_size": cfg.train.batch_size,
-        "knn": {"k": k, "temperature": t},
-        "final_loss": round(res.loss, 4),
-        "torch_threads": torch.get_num_threads(),
+        "name": b.name,
+        "cifar_stem": b.cifar_stem,
+        "width": getattr(b, "width", None),
+        "features": getattr(encoder, "num_features", None),
+        "params_m": round(sum(p.numel() for p in encoder.parameters()) / 1e6, 3),
     }
+
+
+def train(impl: str, cfg, out: Path):
+    """Pretrain ``cfg`` with selfsup's method (``selfsup.pretrain``, the library path) or lightly's
+    (the same ``selfsup.fit`` call that ``pretrain`` makes, on a method object built here)."""
+    if impl == "selfsup":
+        return selfsup.pretrain(cfg, out)
+    from lightly_methods import build_lightly
+
+    dataset = selfsup.pretrain_dataset(cfg.data)
+    dataset.check_readable()
+    method = build_lightly(cfg)
+    record = json.loads(json.dumps(cfg.to_dict()))
+    return selfsup.fit(method, dataset, cfg.optim, cfg.train, out, record=record, num_workers=cfg.data.num_workers)
+
+
+class Decoded(torch.utils.data.Dataset):
+    """An evaluation set decoded and normalized once, shared by every kNN evaluation of the process
+    (20,000 JPEG decodes per evaluation otherwise cost as much as the smaller networks' forward)."""
+
+    def __init__(self, ds) -> None:
+        self.source, self.indices = ds.source, ds.indices
+        self.items = [ds[i] for i in range(len(ds))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+@functools.cache
+def decoded_eval_set(path: str, size: int, limit: int, mean: tuple, std: tuple) -> Decoded:
+    return Decoded(labelled_eval_dataset(path, size, limit, mean, std))
+
+
+def run_method(method: str, root: Path, args, impls: list[str], seeds: list[int], out_root: Path) -> list[dict]:
+    from_lightly = _lightly_methods()
+    impls = [i for i in impls if i == "selfsup" or method in from_lightly]
+    if not impls:
+        print(json.dumps({"method": method, "skipped": "lightly has no implementation of it"}), flush=True)
+        return []
+    k, t = 200, 0.1
+    rows = []
+    for seed in seeds:
+        cfg = configure(method, root, args, seed)
+        v = cfg.data.views[0]
+        bank = decoded_eval_set(str(root / "train"), v.size, cfg.data.limit, v.mean, v.std)
+        test = decoded_eval_set(str(root / "test"), v.size, args.test_limit, v.mean, v.std)
+        # bank: exactly the pretraining subset (same limit and seed)
+        pre = selfsup.pretrain_dataset(cfg.data)
+        assert [bank.source.name(i) for i in bank.indices] == [pre.source.name(i) for i in pre.indices]
+        t0 = time.perf_counter()
+        random_encoder = build_from_config(cfg).encoder
+        random_init = knn_eval(random_encoder, bank, test, k, t, num_workers=args.num_workers)
+        random_s = time.perf_counter() - t0
+        random_linear = None
+        if args.linear:
+            random_linear = linear_probe(random_encoder, bank, test, len(bank.source.classes))["top1"]
+        for impl in impls:
+            out = out_root / method / f"{impl}-seed{seed}"
+            t0 = time.perf_counter()
+            res = train(impl, cfg, out)
+            train_s = time.perf_counter() - t0
+            encoder, _ = selfsup.load_encoder(out)
+            trained = knn_eval(encoder, bank, test, k, t, num_workers=args.num_workers)
+            row = {
+                "method": method,
+                "impl": impl,
+                "seed": seed,
+                "top1": round(trained["top1"], 4),
+                "random_init_top1": round(random_init["top1"], 4),
+                "top5": round(trained["top5"], 4),
+            }
+            if args.linear:
+                row["linear_top1"] = round(linear_probe(encoder, bank, test, len(bank.source.classes))["top1"], 4)
+                row["random_init_linear_top1"] = round(random_linear, 4)
+            row.update(
+                {
+                    "train_seconds": round(train_s, 1),
+                    # training + its kNN evaluation + the random-init evaluation: one run's wall time
+                    "run_seconds": round(time.perf_counter() - t0 + random_s, 1),
+                    "estimated_train_seconds": round(estimated_train_s(cfg), 1),
+                    "images_per_s": round(res.images_per_s, 1),
+                    "final_loss": round(res.loss, 4),
+                    "epochs": cfg.train.epochs,
+                    "steps": res.steps,
+                    "batch_size": cfg.train.batch_size,
+                    "train_images": len(bank),
+                    "test_images": len(test),
+                    "backbone": backbone_info(cfg, encoder),
+                    "knn": {"k": k, "temperature": t},
+                    "precision": cfg.train.precision,
+                    "torch_threads": torch.get_num_threads(),
+                }
+            )
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def _lightly_methods() -> set[str]:
+    try:
+        from lightly_methods import LIGHTLY
+    except ImportError as e:  # lightly is a benchmark dependency (pip install -e .[bench])
+        print(f"protocol: lightly is not importable ({e}); skipping its rows", file=sys.stderr)
+        return set()
+    return set(LIGHTLY)
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(statistics.fmean(xs), 4) if xs else None
+
+
+def summarize(method: str, rows: list[dict], command: str) -> dict:
+    by = {impl: [r for r in rows if r["impl"] == impl] for impl in ("selfsup", "lightly")}
+    ours = [r["top1"] for r in by["selfsup"]]
+    theirs = [r["top1"] for r in by["lightly"]]
+    seen = {}
+    for r in rows:
+        seen[r["seed"]] = r["random_init_top1"]
+    random_init = list(seen.values())
+    n_test = rows[0]["test_images"]
+    ref = _mean(theirs) if theirs else _mean(ours)
+    se = math.sqrt(ref * (1 - ref) / n_test) if ref is not None else None
+    s, li, r0 = _mean(ours), _mean(theirs), _mean(random_init)
+    return {
+        "summary": True,
+        "method": method,
+        "selfsup_top1": s,
+        "lightly_top1": li,
+        "random_init_top1": r0,
+        "lift": None if s is None else round(s - r0, 4),
+        "lightly_lift": None if li is None else round(li - r0, 4),
+        "selfsup_minus_lightly": None if s is None or li is None else round(s - li, 4),
+        "se": None if se is None else round(se, 4),
+        "selfsup_ge_lightly_minus_se": None if s is None or li is None else bool(s >= li - se),
+        "lift_ge_5_points": None if s is None else bool(s - r0 >= 0.05),
+        "minutes": _mean([r["run_seconds"] / 60 for r in by["selfsup"]]),
+        "lightly_minutes": _mean([r["run_seconds"] / 60 for r in by["lightly"]]),
+        "per_seed": {
+            "seeds": sorted(seen),
+            "selfsup": ours,
+            "lightly": theirs,
+            "random_init": random_init,
+        },
+        "lightly_has_method": method in _lightly_methods(),
+        "epochs": rows[0]["epochs"],
+        "batch_size": rows[0]["batch_size"],
+        "test_images": n_test,
+        "command": command,
+    }
+
+
+def _command(method: str, argv: list[str]) -> str:
+    """This run's command line for one method (what reproduces its summary row)."""
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--method":
+            skip = True
+        elif not a.startswith("--method="):
+            rest.append(a)
+    return shlex.join(["python", "benchmarks/protocol.py", "--method", method, *rest])
+
+
+def all_methods() -> list[str]:
+    """Every registered method: PROTOCOL's order first, then any other (on its -cifar10 preset)."""
+    names = METHODS.names()
+    return [m for m in PROTOCOL if m in names] + [m for m in names if m not in PROTOCOL]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--method", default="simclr", help="a method, a comma-separated list, or all")
+    p.add_argument(
+        "--impl", default="selfsup,lightly", help="selfsup, lightly or both (lightly: where it has the method)"
+    )
+    p.add_argument("--seeds", default="0,1", help="comma-separated train.seed values (default 0,1)")
+    p.add_argument("--backbone", choices=sorted(BACKBONES), default="cifar-w16")
     p.add_argument("--data", help="ImageFolder CIFAR-10 root with train/ and test/ (default: the shared archive)")
-    p.add_argument("--out", help="folder for the run directories, one per method (default: temporary)")
+    p.add_argument("--out", help="folder for the run directories, METHOD/IMPL-seedN (default: temporary)")
     p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--test-limit", type=int, default=2000)
+    p.add_argument("--test-limit", type=int, default=0, help="test images (0: all 10,000)")
     p.add_argument("--linear", action="store_true", help="also the fast linear probe, trained and random init")
-    p.add_argument("--set", dest="extra", action="append", default=[], help="extra config override")
+    p.add_argument("--set", dest="extra", action="append", default=[], help="extra config override (applied last)")
     args = p.parse_args()
+    impls = [i.strip() for i in args.impl.split(",") if i.strip()]
+    if bad := set(impls) - {"selfsup", "lightly"}:
+        p.error(f"--impl: unknown {sorted(bad)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
     root = cifar_root(args.data)
-    methods = list(PROTOCOL) if args.method == "all" else args.method.split(",")
+    methods = all_methods() if args.method == "all" else args.method.split(",")
+    failed = []
     for method in methods:
         with tempfile.TemporaryDirectory() as tmp:
-            out = Path(args.out) / method if args.out else Path(tmp) / "run"
-            print(
-                json.dumps(run(method, root, out, args.extra, args.num_workers, args.test_limit, args.linear)),
-                flush=True,
-            )
+            out_root = Path(args.out) if args.out else Path(tmp)
+            try:
+                rows = run_method(method, root, args, impls, seeds, out_root)
+            except Exception as e:  # noqa: BLE001 - a method that cannot run is reported, not dropped
+                if args.method != "all":
+                    raise
+                failed.append(method)
+                print(json.dumps({"method": method, "error": f"{type(e).__name__}: {e}"}), flush=True)
+                continue
+        if rows:
+            print(json.dumps(summarize(method, rows, _command(method, sys.argv[1:]))), flush=True)
+    if failed:
+        sys.exit(f"protocol: failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

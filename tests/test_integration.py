@@ -15,6 +15,7 @@ pytestmark = pytest.mark.slow
 SETS = [
     "backbone.name=resnet10",
     "backbone.cifar_stem=false",
+    "backbone.zero_init_residual=false",  # blocks that start as identities learn too slowly for 24 steps
     "data.limit=384",
     "train.batch_size=64",
     "train.epochs=4",
@@ -22,7 +23,7 @@ SETS = [
     "train.log_every=2",
     "data.num_workers=0",
     "optim.name=sgd",
-    "optim.lr=0.3",
+    "optim.lr=0.15",  # on SimCLR's official loss (loss_a + loss_b), the step of lr 0.3 on the mean over 2N
     "optim.warmup_epochs=0",
     "optim.weight_decay=1e-4",
 ]
@@ -33,8 +34,8 @@ def test_real_images_loss_falls_and_resume_matches(cifar_dir, tmp_path):
     res = pretrain(cfg, tmp_path / "straight")
     losses = [r["loss"] for r in read_metrics(tmp_path / "straight") if "loss" in r]
     assert len(losses) == 12 and res.steps == 24
-    # NT-Xent with 2N=128 starts near log(127) = 4.84; it must clearly drop on real images
-    assert losses[0] > 4.0 and sum(losses[-3:]) / 3 < losses[0] - 0.3, losses
+    # SimCLR's loss_a + loss_b with 2N=128 starts near 2 log(127) = 9.69; it must clearly drop on real images
+    assert losses[0] > 8.0 and sum(losses[-3:]) / 3 < losses[0] - 0.6, losses
 
     pretrain(cfg, tmp_path / "resumed", max_steps=10)  # stopped mid-epoch 3 (6 steps per epoch)
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["step"] == 10

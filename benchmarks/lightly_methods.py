@@ -1,0 +1,395 @@
+"""lightly's own implementation of the methods it shares with selfsup, as selfsup ``Method`` objects.
+
+The quality protocol (``protocol.py``) trains these side by side with selfsup's methods, through
+selfsup's own training loop (``selfsup.fit``), so that the data, views, optimizer, schedule, batch,
+epochs and the backbone (the same torchvision module, built by selfsup from the same seed) are
+identical by construction. Only what lightly implements differs: the heads
+(``lightly.models.modules``), the losses (``lightly.loss``), the momentum copies (``copy.deepcopy`` +
+``deactivate_requires_grad``, as lightly's examples) and each forward pass as lightly's examples
+write it (``examples/pytorch/<method>.py``). The EMA itself is declared with ``ema_pairs`` and done
+by selfsup's loop with the preset's momentum schedule, parameters only (``ema_buffers = False``, as
+``lightly.models.utils.update_momentum``).
+
+Every hyperparameter is read from the selfsup method config of the same run (``cfg.method``): head
+sizes, temperatures, queue size, momentum, Sinkhorn epsilon and iterations, the teacher temperature
+schedule, the freezing of SwAV's prototypes and DINO's last layer. A setting lightly's modules cannot
+express raises ``ValueError`` instead of being silently dropped.
+
+These classes are NOT in selfsup's method registry: build them with :func:`build_lightly`.
+
+Known differences of lightly's implementation from selfsup's (kept: they are lightly's):
+
+- SimCLR, SwAV and DINO: one backbone pass per view (BatchNorm statistics per view); selfsup
+  concatenates the two SimCLR views, and one pass per resolution for multi-crop.
+- MoCo v2: no shuffle-BN (lightly's example has none) and a memory bank initialised with random unit
+  vectors that is used from the first step (selfsup's queue is the same, both are 4,096 keys).
+- SimCLR: lightly's ``NTXentLoss`` is the mean over the 2N anchors; selfsup's (and the official
+  code's) sums the two views' means, twice lightly's: the same direction, half the gradient.
+  lightly's output BN has a shift; selfsup's (the official ``center=False``) has a scale only.
+- BYOL: ``0.5 * (NegCos(p0, z1) + NegCos(p1, z0))``, whose gradient is a quarter of selfsup's
+  ``normalized_mse`` sum (2 - 2cos per term): the same direction, a different scale. lightly's
+  output layers have a bias (selfsup's, as Haiku's, have none).
+- SimSiam and Barlow Twins: lightly's heads and losses compute the same function as selfsup's from
+  the same initial weights (checked: equal losses at step 0), so these two rows differ only by
+  floating-point order; they check the harness more than they compare two implementations.
+- SwAV: lightly's ``SwaVPrototypes`` is a ``nn.Linear`` *with* a bias; its Sinkhorn does not subtract
+  the maximum before ``exp`` (no-op mathematically); the prototypes are frozen by toggling
+  ``requires_grad`` for ``n_steps_frozen_prototypes`` steps.
+- DINO: ``DINOProjectionHead`` uses the deprecated ``torch.nn.utils.weight_norm`` (so the teacher head is
+  built anew and loaded, not deep-copied, as in throughput.py) and always has 3 MLP layers.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightly.loss import BarlowTwinsLoss, DINOLoss, NegativeCosineSimilarity, NTXentLoss, SwaVLoss
+from lightly.models.modules import (
+    BarlowTwinsProjectionHead,
+    BYOLPredictionHead,
+    BYOLProjectionHead,
+    DINOProjectionHead,
+    MoCoProjectionHead,
+    SimCLRProjectionHead,
+    SimSiamPredictionHead,
+    SimSiamProjectionHead,
+    SwaVProjectionHead,
+    SwaVPrototypes,
+)
+from lightly.models.modules.heads import ProjectionHead
+from lightly.models.modules.memory_bank import MemoryBankModule
+from lightly.models.utils import deactivate_requires_grad
+from torch import nn
+
+from selfsup.backbones import backbone_from_config
+from selfsup.config import Config
+from selfsup.methods import METHODS
+from selfsup.methods.base import Method, Progress, StepOutput, cosine_momentum, split_decay_groups
+from selfsup.methods.stats import embedding_std
+
+
+def _require(ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(f"lightly's implementation cannot express {what}")
+
+
+def _momentum_copy(module: nn.Module) -> nn.Module:
+    """lightly's examples: ``copy.deepcopy`` and ``deactivate_requires_grad``."""
+    target = copy.deepcopy(module)
+    deactivate_requires_grad(target)
+    return target
+
+
+def _fp32(fn, *tensors: torch.Tensor, **kwargs):
+    """Call a lightly loss in float32 with autocast off (as selfsup's losses run, see ``precision.fp32``)."""
+    with torch.autocast(tensors[0].device.type, enabled=False):
+        return fn(*[t.float() for t in tensors], **kwargs)
+
+
+class LightlyMethod(Method):
+    """Base: lightly's ``update_momentum`` averages parameters only, so the loop's EMA does too.
+
+    The optimizer's parameter groups are the protocol's, not the implementation's: ``build_lightly``
+    copies ``exclude_bias_norm`` (which parameters are decayed and LARS-adapted) from selfsup's class
+    for the method, and SimSiam and Barlow Twins reproduce selfsup's groups (fixed predictor lr,
+    bias lr scale)."""
+
+    ema_buffers = False
+
+
+class LightlySimCLR(LightlyMethod):
+    """examples/pytorch/simclr.py: ``SimCLRProjectionHead`` + ``NTXentLoss``, one pass per view."""
+
+    def __init__(self, backbone: nn.Module, cfg) -> None:
+        super().__init__(backbone, cfg)
+        _require(cfg.proj_last_bn, "SimCLR without BN on the projection output (proj_last_bn=false)")
+        w = backbone.num_features
+        self.projection_head = SimCLRProjectionHead(
+            w, cfg.proj_hidden_dim or w, cfg.proj_out_dim, num_layers=cfg.proj_layers, batch_norm=True
+        )
+        self.criterion = NTXentLoss(temperature=cfg.temperature, gather_distributed=cfg.gather)
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        z0, z1 = (self.projection_head(self.backbone(v)) for v in views)
+        return StepOutput(_fp32(self.criterion, z0, z1), {"z_std": embedding_std(z0)})
+
+
+class LightlyMoCo(LightlyMethod):
+    """examples/pytorch/moco.py: ``MoCoProjectionHead`` (no BN), momentum copies, ``NTXentLoss`` with a
+    memory bank of ``(queue_size, proj_out_dim)``; query from view 0, key from view 1; no shuffle-BN."""
+
+    sync_bn = False  # per-process BN, as selfsup's MoCo
+
+    def __init__(self, backbone: nn.Module, cfg) -> None:
+        super().__init__(backbone, cfg)
+        _require(cfg.proj_layers >= 2, "MoCo v1's linear head (MoCoProjectionHead has at least 2 layers)")
+        w = backbone.num_features
+        self.projection_head = MoCoProjectionHead(
+            w, cfg.proj_hidden_dim or w, cfg.proj_out_dim, num_layers=cfg.proj_layers, batch_norm=False
+        )
+        self.backbone_momentum = _momentum_copy(self.backbone)
+        self.projection_head_momentum = _momentum_copy(self.projection_head)
+        self.criterion = NTXentLoss(temperature=cfg.temperature, memory_bank_size=(cfg.queue_size, cfg.proj_out_dim))
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.backbone, self.backbone_momentum), (self.projection_head, self.projection_head_momentum)]
+
+    def ema_momentum(self, progress: Progress) -> float:
+        return self.cfg.momentum
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        query = self.projection_head(self.backbone(views[0]))
+        with torch.no_grad():
+            key = self.projection_head_momentum(self.backbone_momentum(views[1]))
+        return StepOutput(_fp32(self.criterion, query, key), {"z_std": embedding_std(query)})
+
+
+class LightlyBYOL(LightlyMethod):
+    """examples/pytorch/byol.py: ``BYOLProjectionHead``/``BYOLPredictionHead``, momentum copies,
+    ``0.5 * (NegativeCosineSimilarity(p0, z1) + NegativeCosineSimilarity(p1, z0))``."""
+
+    def __init__(self, backbone: nn.Module, cfg) -> None:
+        super().__init__(backbone, cfg)
+        self.projection_head = BYOLProjectionHead(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_out_dim)
+        self.prediction_head = BYOLPredictionHead(cfg.proj_out_dim, cfg.pred_hidden_dim, cfg.proj_out_dim)
+        self.backbone_momentum = _momentum_copy(self.backbone)
+        self.projection_head_momentum = _momentum_copy(self.projection_head)
+        self.criterion = NegativeCosineSimilarity()
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.backbone, self.backbone_momentum), (self.projection_head, self.projection_head_momentum)]
+
+    def ema_momentum(self, progress: Progress) -> float:
+        return cosine_momentum(self.cfg.momentum, self.cfg.momentum_end, progress)
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        z = [self.projection_head(self.backbone(v)) for v in views]
+        p = [self.prediction_head(zi) for zi in z]
+        with torch.no_grad():
+            t = [self.projection_head_momentum(self.backbone_momentum(v)) for v in views]
+        loss = 0.5 * (_fp32(self.criterion, p[0], t[1]) + _fp32(self.criterion, p[1], t[0]))
+        return StepOutput(loss, {"z_std": embedding_std(z[0])})
+
+
+class LightlySimSiam(LightlyMethod):
+    """examples/pytorch/simsiam.py: ``SimSiamProjectionHead``/``SimSiamPredictionHead``, stop-gradient
+    on z, ``0.5 * (NegCos(p0, z1) + NegCos(p1, z0))``. The CIFAR preset's 2-layer projector is
+    lightly's ``ProjectionHead`` with SimSiamProjectionHead's blocks minus the middle one (that class
+    has 3 layers, fixed)."""
+
+    def __init__(self, backbone: nn.Module, cfg) -> None:
+        super().__init__(backbone, cfg)
+        w = backbone.num_features
+        hidden = cfg.proj_hidden_dim or w
+        _require(cfg.proj_layers in (2, 3), f"a {cfg.proj_layers}-layer SimSiam projector")
+        if cfg.proj_layers == 3:
+            self.projection_head = SimSiamProjectionHead(w, hidden, cfg.proj_out_dim)
+        else:
+            self.projection_head = ProjectionHead(
+                [
+                    (w, hidden, nn.BatchNorm1d(hidden), nn.ReLU()),
+                    (hidden, cfg.proj_out_dim, nn.BatchNorm1d(cfg.proj_out_dim, affine=False), None),
+                ]
+            )
+        self.prediction_head = SimSiamPredictionHead(cfg.proj_out_dim, cfg.pred_hidden_dim, cfg.proj_out_dim)
+        self.criterion = NegativeCosineSimilarity()
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        # the optimizer is the protocol's, not the implementation's: selfsup's SimSiam groups (the
+        # predictor at the peak learning rate with fix_pred_lr; decay as selfsup's exclude_bias_norm)
+        pred = {id(p) for p in self.prediction_head.parameters()}
+        named = list(self.named_parameters())
+        encoder = [(n, p) for n, p in named if id(p) not in pred]
+        head = [(n, p) for n, p in named if id(p) in pred]
+        return split_decay_groups(encoder, self.exclude_bias_norm) + split_decay_groups(
+            head, self.exclude_bias_norm, fixed_lr=self.cfg.fix_pred_lr
+        )
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        z = [self.projection_head(self.backbone(v)) for v in views]
+        p = [self.prediction_head(zi) for zi in z]
+        z = [zi.detach() for zi in z]
+        loss = 0.5 * (_fp32(self.criterion, p[0], z[1]) + _fp32(self.criterion, p[1], z[0]))
+        return StepOutput(loss, {"z_std": embedding_std(z[0])})
+
+
+class LightlyBarlowTwins(LightlyMethod):
+    """examples/pytorch/barlowtwins.py: ``BarlowTwinsProjectionHead`` + ``BarlowTwinsLoss(lambda)``,
+    times the preset's ``loss_scale`` (solo-learn's scale_loss; lightly's loss has no such factor)."""
+
+    def __init__(self, backbone: nn.Module, cfg) -> None:
+        super().__init__(backbone, cfg)
+        _require(cfg.proj_layers == 3, f"a {cfg.proj_layers}-layer Barlow Twins projector")
+        self.projection_head = BarlowTwinsProjectionHead(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_out_dim)
+        self.criterion = BarlowTwinsLoss(lambda_param=cfg.lambd, gather_distributed=True)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        # selfsup's groups (the optimizer is the protocol's): biases and norms at bias_lr_scale x lr
+        groups = split_decay_groups(self.named_parameters(), self.exclude_bias_norm)
+        for g in groups:
+            if g.get("lars_exclude"):
+                g["lr_scale"] = self.cfg.bias_lr_scale
+        return groups
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        z0, z1 = (self.projection_head(self.backbone(v)) for v in views)
+        loss = self.cfg.loss_scale * _fp32(self.criterion, z0, z1)
+        return StepOutput(loss, {"z_std": embedding_std(z0)})
+
+
+class LightlySwAV(LightlyMethod):
+    """examples/pytorch/swav.py (swav_queue.py for the queue): ``SwaVProjectionHead``, l2-normalized
+    features, ``SwaVPrototypes`` normalized before every step and frozen for the preset's first
+    ``freeze_prototypes_epochs``, ``SwaVLoss(temperature, sinkhorn_iterations, sinkhorn_epsilon)``;
+    one pass per crop; the queue: one ``MemoryBankModule`` per global crop, filled from the first
+    step, its prototype scores added to Sinkhorn from ``queue_start_epoch``."""
+
+    def __init__(self, backbone: nn.Module, cfg) -> None:
+        super().__init__(backbone, cfg)
+        self.projection_head = SwaVProjectionHead(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_out_dim)
+        # frozen for the preset's first freeze_prototypes_epochs: a step count, set in on_step once the
+        # steps per epoch are known (lightly toggles requires_grad for the first n steps)
+        self._frozen = cfg.freeze_prototypes_epochs > 0
+        self.prototypes = SwaVPrototypes(
+            cfg.proj_out_dim, n_prototypes=cfg.num_prototypes, n_steps_frozen_prototypes=int(self._frozen)
+        )
+        self.criterion = SwaVLoss(
+            temperature=cfg.temperature,
+            sinkhorn_iterations=cfg.sinkhorn_iterations,
+            sinkhorn_epsilon=cfg.epsilon,
+            sinkhorn_gather_distributed=True,
+        )
+        self.queues = nn.ModuleList(
+            [MemoryBankModule(size=(cfg.queue_length, cfg.proj_out_dim)) for _ in range(cfg.num_global_views)]
+            if cfg.queue_length > 0
+            else []
+        )
+        self._step, self._epoch = 0, 0.0
+
+    def on_step(self, progress: Progress) -> None:
+        self.prototypes.normalize()
+        if self._frozen:
+            steps = math.ceil(self.cfg.freeze_prototypes_epochs * progress.steps_per_epoch)
+            self.prototypes.n_steps_frozen_prototypes = max(1, steps)
+        self._step, self._epoch = progress.step, progress.epoch
+
+    @torch.no_grad()
+    def _queue_scores(self, high: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        if not self.queues or not self.training:
+            return None
+        feats = []
+        for q, f in zip(self.queues, high):
+            _, bank = q(f.detach().float(), update=True)  # (dim, length), before this batch enters
+            feats.append(bank.T)
+        if self._epoch < self.cfg.queue_start_epoch:
+            return None
+        return [self.prototypes(f, self._step) for f in feats]
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        g = self.cfg.num_global_views
+        feats = [F.normalize(self.projection_head(self.backbone(v)), dim=1, p=2) for v in views]
+        scores = [self.prototypes(f, self._step) for f in feats]
+        queue = self._queue_scores(feats[:g])
+        with torch.autocast(views[0].device.type, enabled=False):
+            loss = self.criterion(
+                [s.float() for s in scores[:g]],
+                [s.float() for s in scores[g:]],
+                None if queue is None else [s.float() for s in queue],
+            )
+        return StepOutput(loss.squeeze(), {"z_std": embedding_std(feats[0])})
+
+
+class LightlyDINO(LightlyMethod):
+    """examples/pytorch/dino.py: ``DINOProjectionHead`` (student and teacher), teacher on the global
+    crops, student on every crop, ``DINOLoss(..., epoch=)`` with the preset's temperature schedule
+    and center momentum, ``cancel_last_layer_gradients`` for the first epochs; the teacher backbone
+    is evaluated (as selfsup's DINO)."""
+
+    def __init__(self, backbone: nn.Module, cfg) -> None:
+        super().__init__(backbone, cfg)
+        _require(cfg.head_layers == 3, f"a {cfg.head_layers}-layer DINO head (DINOProjectionHead has 3)")
+        freeze = math.ceil(cfg.freeze_last_layer_epochs)
+        _require(freeze == cfg.freeze_last_layer_epochs, "freezing the last layer for a fraction of an epoch")
+
+        def head() -> DINOProjectionHead:
+            with warnings.catch_warnings():  # torch.nn.utils.weight_norm is deprecated (lightly still uses it)
+                warnings.simplefilter("ignore", FutureWarning)
+                return DINOProjectionHead(
+                    backbone.num_features,
+                    cfg.hidden_dim,
+                    cfg.bottleneck_dim,
+                    cfg.out_dim,
+                    batch_norm=cfg.use_bn,
+                    freeze_last_layer=freeze,
+                    norm_last_layer=cfg.norm_last_layer,
+                )
+
+        self.student_head = head()
+        self.teacher_backbone = _momentum_copy(self.backbone)
+        self.teacher_head = head()  # weight-normed (old hook API): no deepcopy, as lightly's example
+        self.teacher_head.load_state_dict(self.student_head.state_dict())
+        deactivate_requires_grad(self.teacher_head)
+        self.criterion = DINOLoss(
+            output_dim=cfg.out_dim,
+            warmup_teacher_temp=cfg.warmup_teacher_temp,
+            teacher_temp=cfg.teacher_temp,
+            warmup_teacher_temp_epochs=cfg.warmup_teacher_temp_epochs,
+            student_temp=cfg.student_temp,
+            center_momentum=cfg.center_momentum,
+        )
+        self._epoch = 0
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.teacher_backbone
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.backbone, self.teacher_backbone), (self.student_head, self.teacher_head)]
+
+    def ema_momentum(self, progress: Progress) -> float:
+        return cosine_momentum(self.cfg.momentum, self.cfg.momentum_end, progress)
+
+    def on_step(self, progress: Progress) -> None:
+        self._epoch = int(progress.epoch)
+
+    def after_backward(self, progress: Progress) -> None:
+        self.student_head.cancel_last_layer_gradients(current_epoch=int(progress.epoch))
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        g = self.cfg.num_global_views
+        with torch.no_grad():
+            teacher = [self.teacher_head(self.teacher_backbone(v)) for v in views[:g]]
+        student = [self.student_head(self.backbone(v)) for v in views]
+        with torch.autocast(views[0].device.type, enabled=False):
+            loss = self.criterion([t.float() for t in teacher], [s.float() for s in student], epoch=self._epoch)
+        return StepOutput(loss, {"z_std": embedding_std(student[0])})
+
+
+#: selfsup method name -> lightly's implementation (methods lightly has)
+LIGHTLY: dict[str, type[Method]] = {
+    "simclr": LightlySimCLR,
+    "mocov2": LightlyMoCo,
+    "byol": LightlyBYOL,
+    "simsiam": LightlySimSiam,
+    "barlowtwins": LightlyBarlowTwins,
+    "swav": LightlySwAV,
+    "dino": LightlyDINO,
+}
+
+
+def build_lightly(cfg: Config) -> Method:
+    """lightly's implementation of ``cfg.method`` on the backbone selfsup builds for ``cfg`` (same seed,
+    so the same initial backbone weights as ``selfsup.api.build_from_config(cfg)``)."""
+    if cfg.method.name not in LIGHTLY:
+        raise KeyError(f"lightly has no implementation of {cfg.method.name!r}; it has: {', '.join(LIGHTLY)}")
+    torch.manual_seed(cfg.train.seed)
+    backbone = backbone_from_config(cfg.backbone)
+    method = LIGHTLY[cfg.method.name](backbone, cfg.method)
+    # the same optimizer groups as selfsup's method (MoCo, SimSiam and SwAV decay every parameter)
+    method.exclude_bias_norm = getattr(METHODS.get(cfg.method.name), "exclude_bias_norm", True)
+    return method
