@@ -162,10 +162,10 @@ def variant_model_only(args) -> float:
 
     from selfsup.api import build_from_config
     from selfsup.data import expand_views
+    from selfsup.dist import resolve_device
     from selfsup.methods.base import Progress
     from selfsup.nn.ema import ema_update
     from selfsup.precision import autocast
-    from selfsup.train.loop import resolve_device
     from selfsup.train.optim import build_optimizer, scaled_lr
 
     cfg = _config(args)

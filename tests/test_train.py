@@ -9,9 +9,11 @@ import torch
 
 from selfsup.api import _check_resume_config, build_from_config
 from selfsup.config import ConfigError, load_config
+from selfsup.errors import NonFiniteLossError
 from selfsup.methods.simclr import SimCLR
 from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
-from selfsup.train.loop import CollapseWatch, NonFiniteLossError, fit
+from selfsup.train.logging import CollapseWatch
+from selfsup.train.loop import fit
 
 from _util import tiny_config, tiny_dataset
 

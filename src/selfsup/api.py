@@ -23,7 +23,7 @@ from .data.sources import DataError
 from .eval import extract_features, knn_classify
 from .methods import Method, build_method
 from .train.checkpoint import atomic_write, load_checkpoint
-from .train.loop import FitResult, fit, resolve_device
+from .train.loop import FitResult, fit
 
 #: sources named instead of a directory: ``digits:train``, ``cifar10:test:ROOT`` ...
 BUILTIN_SOURCES = ("cifar10", "cifar100", "stl10", "digits")
@@ -98,7 +98,7 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, max_steps: 
         _check_resume_config(load_checkpoint(ckpt)["config"], cfg)
     elif not resume and ckpt.exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    dist.init_from_env(None if cfg.train.device == "auto" else resolve_device(cfg.train.device))
+    dist.setup_device(cfg.train.device)
     dataset = pretrain_dataset(cfg.data)
     dataset.check_readable()
     method = build_from_config(cfg)
@@ -225,7 +225,7 @@ def knn_from_weights(
 ) -> dict[str, Any]:
     """``selfsup knn``: load weights, extract features of two labelled sets, classify (sharded over
     ranks under torchrun)."""
-    dev = dist.init_from_env(None if device == "auto" else resolve_device(device))
+    dev = dist.setup_device(device)
     encoder, cfg = load_encoder(weights)
     size = size or cfg.data.views[0].size
     mean, std = cfg.data.views[0].mean, cfg.data.views[0].std

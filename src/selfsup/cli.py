@@ -437,8 +437,8 @@ def cmd_distill(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from .dist import resolve_device
     from .eval.report import make_report
-    from .train.loop import resolve_device
 
     res = make_report(
         args.run,
@@ -494,9 +494,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError
-    from .data.sources import DataError
-    from .train.loop import NonFiniteLossError
+    from .errors import ConfigError, DataError, NonFiniteLossError
 
     try:
         args = _parser().parse_args(argv)

@@ -17,15 +17,12 @@ from typing import Any, Literal
 
 import yaml
 
+from .errors import ConfigError
 from .methods import METHODS, MethodConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PRESET_DIR = Path(__file__).parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the key (and file) at fault."""
 
 
 @dataclass

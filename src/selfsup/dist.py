@@ -12,6 +12,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from .errors import ConfigError
+
 
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -48,6 +50,22 @@ def init_from_env(device: torch.device | None = None) -> torch.device:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
     return device
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when there is one, else CPU; otherwise the named device, which must exist."""
+    if name == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+    return dev
+
+
+def setup_device(name: str = "auto") -> torch.device:
+    """The device of this process, with the process group initialized under torchrun: ``auto`` is
+    ``cuda:LOCAL_RANK`` where CUDA exists, CPU otherwise; any other name is used as given."""
+    return init_from_env(None if name == "auto" else resolve_device(name))
 
 
 def barrier() -> None:

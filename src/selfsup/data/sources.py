@@ -17,10 +17,7 @@ import torch
 from PIL import Image
 
 from ..config import DataConfig
-
-
-class DataError(ValueError):
-    """A data problem; the message names the path at fault."""
+from ..errors import DataError
 
 
 def pillow_extensions() -> frozenset[str]:

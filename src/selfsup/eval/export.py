@@ -36,8 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..train.checkpoint import atomic_write
-from ..train.loop import export_backbone
+from ..train.checkpoint import atomic_write, export_backbone
 
 EMBEDDING_FORMATS = (".npz", ".pt")
 

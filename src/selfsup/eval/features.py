@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from .. import dist
 from ..data.dataset import ViewDataset, collate
+from ..precision import autocast
 
 
 @torch.no_grad()
@@ -77,11 +78,10 @@ def _extract(encoder, dataset, batch_size, device, num_workers, normalize, progr
         pin_memory=device.type == "cuda",
     )
     feats, labels = [], []
-    use_bf16 = device.type == "cuda"
     try:
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
             x = batch["views"][0].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with autocast(device):
                 f = encoder(x)
             f = f.float()
             feats.append(F.normalize(f, dim=1) if normalize else f)

@@ -23,8 +23,9 @@ from torch import nn
 
 from .. import dist
 from ..data.dataset import EpochSampler, ViewDataset, warn_skipped
+from ..errors import NonFiniteLossError
 from ..methods.base import split_decay_groups
-from ..train.loop import NonFiniteLossError
+from ..precision import autocast
 from .features import extract_features
 from .supervised import TrainSettings, build_optimizer, global_batch, linear_head, rank_loader, set_lr, topk_accuracy
 
@@ -80,7 +81,7 @@ def train_linear(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
 
 @torch.no_grad()
 def _frozen(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+    with autocast(x.device):
         return encoder(x).float()
 
 

@@ -26,7 +26,6 @@ from ..config import Config, ConfigError, DataConfig, ViewSpec, from_dict
 from ..data import ViewDataset, eval_dataset
 from ..data.sources import DataError
 from ..train.checkpoint import load_checkpoint, save_checkpoint
-from ..train.loop import resolve_device
 from .distill import DistillConfig, distill_and_evaluate
 from .export import export_encoder, save_embeddings
 from .features import extract_features
@@ -36,11 +35,6 @@ from .linear import LinearConfig, linear_probe
 from .supervised import Classifier, train_transform
 
 CLASSIFIER_FORMAT = "selfsup-classifier"
-
-
-def setup_device(name: str = "auto") -> torch.device:
-    """This process's device; joins the process group when launched by ``torchrun``."""
-    return dist.init_from_env(None if name == "auto" else resolve_device(name))
 
 
 def _record(cfg: Config) -> dict[str, Any]:
@@ -95,7 +89,7 @@ def linear_from_weights(
 ) -> dict[str, Any]:
     """``selfsup linear``. ``augment=None``: the standard protocol on a GPU, the fast one on CPU."""
     cfg = cfg or LinearConfig()
-    dev = setup_device(device)
+    dev = dist.setup_device(device)
     encoder, rcfg = load_encoder(weights)
     augment = dev.type != "cpu" if augment is None else augment
     train_ds = labelled_dataset(train, rcfg, limit_train, size, augment)
@@ -210,7 +204,7 @@ def finetune_from_weights(
     if (fraction is None) == (subset_file is None):
         raise ValueError("pass exactly one of --fraction and --subset-file")
     cfg = cfg or FinetuneConfig()
-    dev = setup_device(device)
+    dev = dist.setup_device(device)
     encoder, extra, rcfg = encoder_and_head(weights, head_layers)
     full = labelled_dataset(train, rcfg, 0, size, augment=True)
     if fraction is not None:
@@ -259,7 +253,7 @@ def distill_from_weights(
     for a student: a fresh ``student`` backbone (default: the teacher's architecture) or the
     encoder of ``student_weights``, with a new linear head."""
     cfg = cfg or DistillConfig()
-    dev = setup_device(device)
+    dev = dist.setup_device(device)
     teacher_model, tcfg, classes = load_classifier(teacher)
     if student_weights is not None:
         encoder, scfg = load_encoder(student_weights)
@@ -317,7 +311,7 @@ def knn_sweep_from_weights(
     device: str = "auto",
 ) -> dict[str, Any]:
     """``selfsup knn --sweep``: every ``(k, T)`` from one feature extraction; the best first."""
-    dev = setup_device(device)
+    dev = dist.setup_device(device)
     encoder, rcfg = load_encoder(weights)
     encoder.to(dev)
     train_ds = labelled_dataset(train, rcfg, limit_train, size)
@@ -343,7 +337,7 @@ def embed_from_weights(
     """``selfsup embed``: one feature row per image of ``data`` with its name (and label, if any)."""
     if Path(out).suffix not in (".npz", ".pt"):
         raise ValueError(f"--out {out}: embeddings are written as .npz or .pt")
-    dev = setup_device(device)
+    dev = dist.setup_device(device)
     encoder, rcfg = load_encoder(weights)
     encoder.to(dev)
     ds = image_dataset(data, rcfg, 0, size)

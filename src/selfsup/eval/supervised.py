@@ -13,16 +13,16 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 from .. import dist
 from ..config import OptimConfig
-from ..data.dataset import EpochSampler, ViewDataset, collate, warn_skipped
+from ..data.dataset import EpochSampler, ViewDataset, warn_skipped
+from ..errors import NonFiniteLossError
 from ..methods.base import split_decay_groups
-from ..nn.syncbn import convert_sync_batchnorm
-from ..train.loop import NonFiniteLossError
+from ..precision import autocast
+from ..train import engine
 from ..train.optim import LARS, cosine_schedule
 from .features import extract_features
 
@@ -160,15 +160,7 @@ def rank_loader(dataset: ViewDataset, batch: int, s: TrainSettings, device: torc
     drop-last), so the gathered global batch is the same whatever the number of ranks."""
     world = dist.world_size()
     sampler = EpochSampler(len(dataset), batch, seed=s.seed, rank=dist.rank(), world=world)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch // world,
-        sampler=sampler,
-        collate_fn=collate,
-        num_workers=s.num_workers,
-        pin_memory=device.type == "cuda",
-    )
-    return sampler, loader
+    return sampler, engine.rank_loader(dataset, sampler, batch // world, s.num_workers, device, s.seed)
 
 
 def train_network(
@@ -186,15 +178,11 @@ def train_network(
     """
     world = dist.world_size()
     batch = global_batch(len(dataset), s.batch_size, world)
-    model.to(device)
-    net: nn.Module = model
-    if world > 1:
-        model = convert_sync_batchnorm(model, device)
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    model, net = engine.wrap_model(model, device, sync_bn=True)
     sampler, loader = rank_loader(dataset, batch, s, device)
     total = sampler.steps_per_epoch * s.epochs
     opt, lrs = build_optimizer(split_decay_groups(model.named_parameters()), s, batch, total, sampler.steps_per_epoch)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    bf16 = autocast(device)
     model.train()
     step, seen = 0, set()
     for epoch in range(s.epochs):
@@ -203,7 +191,7 @@ def train_network(
         for b in loader:
             warn_skipped(b["skipped"], seen)
             set_lr(opt, float(lrs[step]))
-            with autocast:
+            with bf16:
                 loss = step_loss(net, b["views"][0].to(device, non_blocking=True), b["labels"].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,7 +1,8 @@
 """The training loop, optimizers, schedules and checkpoints."""
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .loop import FitResult, NonFiniteLossError, export_backbone, fit
+from ..errors import NonFiniteLossError
+from .checkpoint import export_backbone, load_checkpoint, save_checkpoint
+from .loop import FitResult, fit
 from .optim import LARS, build_optimizer, build_schedule, cosine_schedule, scaled_lr
 
 __all__ = [

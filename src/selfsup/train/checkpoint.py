@@ -1,7 +1,9 @@
-"""Atomic checkpoints that load without executing code (``torch.load(weights_only=True)``)."""
+"""Atomic checkpoints that load without executing code (``torch.load(weights_only=True)``), and the
+exported backbone."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import tempfile
@@ -10,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 
 def atomic_write(path: Path, write) -> None:
@@ -62,3 +65,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def export_backbone(encoder: nn.Module, path: Path, meta: dict[str, Any] | None = None) -> None:
+    """Write the evaluated encoder as safetensors (keys as in the plain torchvision/timm model)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    metadata = {"format": "selfsup-backbone", "meta": json.dumps(meta or {})}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
