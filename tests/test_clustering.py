@@ -13,9 +13,9 @@ import torch.nn.functional as F
 
 from selfsup.api import build_from_config
 from selfsup.backbones import BACKBONES, build_backbone
+from selfsup.losses import dino_loss, swav_loss
 from selfsup.methods import Progress
-from selfsup.methods.dino import dino_loss, teacher_temperature, updated_center
-from selfsup.methods.swav import swav_loss
+from selfsup.methods.dino import teacher_temperature, updated_center
 from selfsup.nn import multicrop_forward, sinkhorn
 from selfsup.train.optim import build_optimizer
 

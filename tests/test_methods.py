@@ -66,3 +66,13 @@ def test_resume_is_bit_identical(name, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+
+
+@pytest.mark.parametrize("name", [n for n in METHOD_NAMES if METHODS.get(n).num_views is not None])
+def test_a_wrong_number_of_views_is_an_error_naming_the_count(name):
+    cfg = tiny_config(name)
+    method = build_from_config(cfg)
+    views = tiny_views(cfg)
+    n = METHODS.get(name).num_views
+    with pytest.raises(ValueError, match=f"takes {n} views, got {n + 1}"):
+        method([*views, views[0]])

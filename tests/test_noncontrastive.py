@@ -11,9 +11,8 @@ import torch.nn.functional as F
 
 from selfsup.api import build_from_config
 from selfsup.config import load_config
-from selfsup.losses import negative_cosine, normalized_mse
+from selfsup.losses import barlow_twins_loss, cross_correlation, negative_cosine, normalized_mse
 from selfsup.methods import Progress
-from selfsup.methods.barlowtwins import barlow_twins_loss, cross_correlation
 from selfsup.nn import ema_update
 from selfsup.nn.syncbn import convert_sync_batchnorm
 from selfsup.train.optim import build_optimizer, build_schedule, scaled_lr

@@ -13,8 +13,8 @@ from torch import nn
 
 from selfsup.api import build_from_config
 from selfsup.config import OptimConfig, load_config
+from selfsup.losses import barlow_twins_loss, cross_correlation
 from selfsup.methods import METHODS
-from selfsup.methods.barlowtwins import barlow_twins_loss, cross_correlation
 from selfsup.train.optim import build_optimizer, build_schedule, clip_grad
 
 from _util import tiny_config

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import dist
+from ..losses import barlow_twins_loss, cross_correlation
 from ..nn import mlp
 from .base import Method, MethodConfig, StepOutput, register, split_decay_groups
 from .stats import embedding_std
@@ -47,34 +47,10 @@ class BarlowTwinsConfig(MethodConfig):
     loss_scale: float = 1.0  # multiplies the loss (solo-learn's scale_loss; the first official release had 0.024)
 
 
-def cross_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Empirical cross-correlation ``a^T b / N`` over the global batch.
-
-    Args:
-        a, b: ``(n, d)`` embeddings of the two views on this rank, already batch-normalized over the
-            global batch (zero mean, unit variance per dimension).
-
-    Returns:
-        ``(d, d)``, the same on every rank: the local products summed over ranks (differentiably,
-        see :func:`selfsup.dist.all_reduce_sum`) divided by ``N = n x world size``.
-    """
-    if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"expected two (n, d) tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    with torch.autocast(a.device.type, enabled=False):
-        c = a.float().T @ b.float()
-    return dist.all_reduce_sum(c) / (a.shape[0] * dist.world_size())
-
-
-def barlow_twins_loss(c: torch.Tensor, lambd: float) -> torch.Tensor:
-    """``sum_i (1 - c_ii)^2 + lambd * sum_{i != j} c_ij^2`` for a ``(d, d)`` cross-correlation ``c``."""
-    diag = torch.diagonal(c)
-    off = c.masked_fill(torch.eye(c.shape[0], dtype=torch.bool, device=c.device), 0.0)
-    return (1 - diag).pow(2).sum() + lambd * off.pow(2).sum()
-
-
 @register("barlowtwins")
 class BarlowTwins(Method):
     Config = BarlowTwinsConfig
+    num_views = 2
 
     def __init__(self, backbone: nn.Module, cfg: BarlowTwinsConfig) -> None:
         super().__init__(backbone, cfg)
@@ -91,8 +67,6 @@ class BarlowTwins(Method):
         return groups
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
-        if len(views) != 2:
-            raise ValueError(f"Barlow Twins takes 2 views, got {len(views)}")
         z1, z2 = (self.projector(self.backbone(v)) for v in views)
         c = cross_correlation(self.bn(z1), self.bn(z2))
         loss = self.cfg.loss_scale * barlow_twins_loss(c, self.cfg.lambd)

@@ -71,11 +71,16 @@ class Method(nn.Module):
     #: adaptation, as in SimCLR, BYOL, Barlow Twins, MoCo v3 and DINO. The official MoCo v1/v2,
     #: SimSiam and SwAV optimizers decay (and SwAV's LARC adapts) every parameter: they set False.
     exclude_bias_norm: ClassVar[bool] = True
+    #: How many views ``forward`` takes (None: any number, as multi-crop methods); checked before
+    #: every forward.
+    num_views: ClassVar[int | None] = None
 
     def __init__(self, backbone: nn.Module, cfg: MethodConfig) -> None:
         super().__init__()
         self.backbone = backbone
         self.cfg = cfg
+        if self.num_views is not None:
+            self.register_forward_pre_hook(_check_view_count)
 
     # -- what evaluation uses ------------------------------------------------------------------
     @property
@@ -102,6 +107,12 @@ class Method(nn.Module):
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _check_view_count(method: Method, args: tuple) -> None:
+    views = args[0]
+    if len(views) != method.num_views:
+        raise ValueError(f"{type(method).__name__} takes {method.num_views} views, got {len(views)}")
 
 
 def is_no_decay(name: str, param: torch.Tensor) -> bool:

@@ -48,6 +48,7 @@ class BYOLConfig(MethodConfig):
 @register("byol")
 class BYOL(Method):
     Config = BYOLConfig
+    num_views = 2
 
     def __init__(self, backbone: nn.Module, cfg: BYOLConfig) -> None:
         super().__init__(backbone, cfg)
@@ -63,8 +64,6 @@ class BYOL(Method):
         return cosine_momentum(self.cfg.momentum, self.cfg.momentum_end, progress)
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
-        if len(views) != 2:
-            raise ValueError(f"BYOL takes 2 views, got {len(views)}")
         z = [self.projector(self.backbone(v)) for v in views]
         p = [self.predictor(zi) for zi in z]
         with torch.no_grad():

@@ -37,9 +37,9 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from .. import dist
+from ..losses import dino_loss
 from ..nn import copy_as_target, mlp
 from ..nn.multicrop import multicrop_forward
-from ..precision import fp32
 from .base import Method, MethodConfig, Progress, StepOutput, cosine_momentum, register
 from .stats import embedding_std
 
@@ -71,26 +71,6 @@ def teacher_temperature(epoch: int, warmup_temp: float, temp: float, warmup_epoc
     if warmup_epochs == 1:
         return warmup_temp
     return warmup_temp + (temp - warmup_temp) * epoch / (warmup_epochs - 1)
-
-
-@fp32
-def dino_loss(
-    student: list[torch.Tensor],
-    teacher: list[torch.Tensor],
-    center: torch.Tensor,
-    teacher_temp: float,
-    student_temp: float,
-) -> torch.Tensor:
-    """Mean over pairs (teacher view i, student view v != i) of the batch-mean cross-entropy
-    ``-sum softmax((t_i - center) / teacher_temp) * log_softmax(s_v / student_temp)``.
-
-    ``student``: one ``(B, K)`` logit tensor per view; ``teacher``: one per global view (views 0, 1,
-    ...), no gradient flows into it; ``center``: ``(1, K)``.
-    """
-    targets = [F.softmax((t.detach().float() - center) / teacher_temp, dim=-1) for t in teacher]
-    logp = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student]
-    terms = [-(q * logp[v]).sum(dim=-1).mean() for i, q in enumerate(targets) for v in range(len(logp)) if v != i]
-    return torch.stack(terms).mean()
 
 
 @torch.no_grad()
@@ -128,6 +108,8 @@ class DINOHead(nn.Module):
 @register("dino")
 class DINO(Method):
     Config = DINOConfig
+    #: parameters only: the teacher's BN statistics stay its own (from the global crops)
+    ema_buffers = False
 
     center: torch.Tensor
 
@@ -149,9 +131,6 @@ class DINO(Method):
     def _temperature(self, epoch: int) -> float:
         c = self.cfg
         return teacher_temperature(epoch, c.warmup_teacher_temp, c.teacher_temp, c.warmup_teacher_temp_epochs)
-
-    #: parameters only: the teacher's BN statistics stay its own (from the global crops)
-    ema_buffers = False
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.teacher_backbone), (self.head, self.teacher_head)]

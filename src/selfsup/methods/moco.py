@@ -55,6 +55,7 @@ class MoCoConfig(MethodConfig):
 @register("mocov1")
 class MoCo(Method):
     Config = MoCoConfig
+    num_views = 2
     sync_bn = False  # shuffle-BN: per-GPU BatchNorm is the point
     exclude_bias_norm = False  # main_moco.py: SGD(model.parameters(), weight_decay=...) decays all
 
@@ -93,8 +94,6 @@ class MoCo(Method):
         return batch_unshuffle(self.key_projector(self.key_backbone(x)), undo)
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
-        if len(views) != 2:
-            raise ValueError(f"MoCo takes 2 views (query, key), got {len(views)}")
         n = views[0].shape[0]
         if self.cfg.shuffle_bn:
             set_bn_splits(self, fitting_splits(n, self.cfg.bn_splits) if dist.world_size() == 1 else 1)

@@ -54,6 +54,7 @@ class MoCoV3Config(MethodConfig):
 @register("mocov3")
 class MoCoV3(Method):
     Config = MoCoV3Config
+    num_views = 2
 
     def __init__(self, backbone: nn.Module, cfg: MoCoV3Config) -> None:
         super().__init__(backbone, cfg)
@@ -84,8 +85,6 @@ class MoCoV3(Method):
         return cosine_momentum(self.cfg.momentum, self.cfg.momentum_end, progress)
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
-        if len(views) != 2:
-            raise ValueError(f"MoCo v3 takes 2 views, got {len(views)}")
         x1, x2 = views
         # one backbone pass per view: BN statistics per view, as in the official code
         q1 = self.predictor(self.projector(self.backbone(x1)))

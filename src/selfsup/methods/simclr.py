@@ -41,6 +41,7 @@ class SimCLRConfig(MethodConfig):
 @register("simclr")
 class SimCLR(Method):
     Config = SimCLRConfig
+    num_views = 2
 
     def __init__(self, backbone: nn.Module, cfg: SimCLRConfig) -> None:
         super().__init__(backbone, cfg)
@@ -55,8 +56,6 @@ class SimCLR(Method):
         )
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
-        if len(views) != 2:
-            raise ValueError(f"SimCLR takes 2 views, got {len(views)}")
         n = views[0].shape[0]
         z = self.projector(self.backbone(torch.cat(views)))
         z1, z2 = z[:n], z[n:]

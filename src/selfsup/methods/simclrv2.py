@@ -49,6 +49,7 @@ class SimCLRv2Config(MethodConfig):
 @register("simclrv2")
 class SimCLRv2(Method):
     Config = SimCLRv2Config
+    num_views = 2
 
     def __init__(self, backbone: nn.Module, cfg: SimCLRv2Config) -> None:
         super().__init__(backbone, cfg)
@@ -88,8 +89,6 @@ class SimCLRv2(Method):
         return module
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
-        if len(views) != 2:
-            raise ValueError(f"SimCLR v2 takes 2 views, got {len(views)}")
         n = views[0].shape[0]
         x = torch.cat(views)
         z = self.projector(self.backbone(x))

@@ -44,6 +44,7 @@ class SimSiamConfig(MethodConfig):
 @register("simsiam")
 class SimSiam(Method):
     Config = SimSiamConfig
+    num_views = 2
 
     def __init__(self, backbone: nn.Module, cfg: SimSiamConfig) -> None:
         super().__init__(backbone, cfg)
@@ -70,8 +71,6 @@ class SimSiam(Method):
         )
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
-        if len(views) != 2:
-            raise ValueError(f"SimSiam takes 2 views, got {len(views)}")
         z1, z2 = (self.projector(self.backbone(v)) for v in views)
         p1, p2 = self.predictor(z1), self.predictor(z2)
         loss = (negative_cosine(p1, z2) + negative_cosine(p2, z1)) / 2

@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import dist
+from ..losses import swav_loss
 from ..nn import mlp
 from ..nn.multicrop import multicrop_forward
 from ..nn.sinkhorn import sinkhorn
-from ..precision import fp32
 from .base import Method, MethodConfig, Progress, StepOutput, register
 from .stats import embedding_std
 
@@ -61,19 +61,6 @@ class SwAVConfig(MethodConfig):
     freeze_prototypes_epochs: float = 1.0  # prototypes receive no update before this epoch
     queue_length: int = 0  # past embeddings per global crop added to Sinkhorn; 0: no queue
     queue_start_epoch: float = 15.0
-
-
-@fp32
-def swav_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], temperature: float) -> torch.Tensor:
-    """Swapped prediction: ``codes[i]`` (the code of view ``i``, ``(B, K)``) is predicted from every
-    other view's prototype ``scores[v]`` ``(B, K)``; cross-entropy averaged over the batch, over the
-    ``len(scores) - 1`` predicting views, then over the coded views."""
-    logp = [F.log_softmax(s.float() / temperature, dim=1) for s in scores]
-    total = scores[0].new_zeros((), dtype=torch.float32)
-    for i, q in enumerate(codes):
-        sub = sum(-(q * logp[v]).sum(dim=1).mean() for v in range(len(scores)) if v != i)
-        total = total + sub / (len(scores) - 1)
-    return total / len(codes)
 
 
 def _forget_filled(module: SwAV, incompatible_keys) -> None:
