@@ -24,3 +24,16 @@ def cifar_dir() -> Path:
     if not CIFAR_ARCHIVE.is_file():
         pytest.skip(f"real CIFAR-10 archive not found at {CIFAR_ARCHIVE} (set SELFSUP_CIFAR_ARCHIVE)")
     return ensure_extracted(CIFAR_ARCHIVE) / "cifar10"
+
+
+def pytest_collection_modifyitems(config, items):
+    """``dist``: the tests that start two processes (gloo through ``run_distributed`` or the
+    ``two_ranks`` fixture, or ``torchrun`` with ``nproc`` > 1), so that ``-m "not slow and not dist"``
+    is a fast loop."""
+    for item in items:
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        code = getattr(getattr(item, "function", None), "__code__", None)
+        names = set(code.co_names) if code is not None else set()
+        gloo = "run_distributed" in names or "two_ranks" in item.fixturenames
+        if gloo or params.get("nproc", 1) > 1:
+            item.add_marker(pytest.mark.dist)
