@@ -141,14 +141,14 @@ class KnnConfig:
     """Weighted kNN (Wu et al. 2018): the periodic monitor during pretraining and the defaults of
     ``selfsup knn``. k=200, T=0.1 as in the field's CIFAR benchmarks; DINO uses k=20, T=0.07."""
 
-    k: int = 200
-    temperature: float = 0.1
+    k: int = 200  # neighbours that vote
+    temperature: float = 0.1  # vote weight exp(similarity / T)
     every: int = 0  # epochs between monitor evaluations; 0: off
     train: str = ""  # labelled bank (ImageFolder) for the monitor
-    test: str = ""
-    limit_train: int = 0
-    limit_test: int = 0
-    batch_size: int = 256
+    test: str = ""  # labelled queries for the monitor
+    limit_train: int = 0  # fixed-seed subset of the bank (0: all)
+    limit_test: int = 0  # fixed-seed subset of the queries (0: all)
+    batch_size: int = 256  # images per forward pass
 
 
 @dataclass
@@ -161,7 +161,12 @@ class Config:
     knn: KnnConfig = field(default_factory=KnnConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON types (tuples as lists): what config records in files hold."""
+        return dataclasses.asdict(self, dict_factory=lambda items: {k: _plain(v) for k, v in items})
+
+
+def _plain(x: Any) -> Any:
+    return [_plain(v) for v in x] if isinstance(x, list | tuple) else x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,11 +368,4 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def dump_config(cfg: Config) -> str:
-    def plain(x: Any) -> Any:
-        if isinstance(x, dict):
-            return {k: plain(v) for k, v in x.items()}
-        if isinstance(x, list | tuple):
-            return [plain(v) for v in x]
-        return x
-
-    return yaml.safe_dump(plain(cfg.to_dict()), sort_keys=False)
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
