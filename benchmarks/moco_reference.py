@@ -30,7 +30,8 @@ from protocol import COMMON, cifar_root, run
 from torch import nn
 
 import selfsup
-from selfsup.api import knn_eval, labelled_eval_dataset
+from selfsup import knn_eval
+from selfsup.app.runs import image_dataset as labelled_eval_dataset
 from selfsup.config import load_config
 from selfsup.data.batched import BatchedViews
 from selfsup.train.logging import read_metrics

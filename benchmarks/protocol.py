@@ -51,7 +51,8 @@ from pathlib import Path
 import torch
 
 import selfsup
-from selfsup.api import build_from_config, knn_eval, labelled_eval_dataset
+from selfsup import build_from_config, knn_eval
+from selfsup.app.runs import image_dataset as labelled_eval_dataset
 from selfsup.config import load_config
 from selfsup.data.archive import ensure_extracted
 from selfsup.eval import linear_probe

@@ -131,7 +131,7 @@ def _scaled(method: str, i: int, size: int) -> int:
 
 def variant_selfsup(args) -> float:
     import selfsup
-    from selfsup.api import build_from_config
+    from selfsup import build_from_config
     from selfsup.train.logging import read_metrics
 
     cfg = _config(args)
@@ -160,7 +160,7 @@ def _time_steps(step, warmup: int, steps: int, batch: int) -> float:
 def variant_model_only(args) -> float:
     import torch
 
-    from selfsup.api import build_from_config
+    from selfsup import build_from_config
     from selfsup.data import expand_views
     from selfsup.dist import resolve_device
     from selfsup.methods.base import Progress

@@ -1,4 +1,6 @@
-"""The selfsup command: list, a tiny pretrain, knn, and bad input (one line, exit code 2)."""
+"""The selfsup command: list, a tiny pretrain, knn, ``--set`` in both forms, and bad input (one
+line, exit code 2). One case runs ``python -m selfsup`` as a user would; the rest call
+``selfsup.cli.main(argv)`` in this process."""
 
 from __future__ import annotations
 
@@ -11,13 +13,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from selfsup.cli import _parser, main
 
-def run(*args, cwd=None):
+
+def run(*args):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    p = subprocess.run(
-        [sys.executable, "-m", "selfsup", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
-    )
+    p = subprocess.run([sys.executable, "-m", "selfsup", *args], capture_output=True, text=True, env=env, timeout=300)
     return p.returncode, p.stdout, p.stderr
+
+
+def cli(capsys, *args):
+    code = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +43,32 @@ def image_tree(tmp_path_factory):
     return root
 
 
-def test_list():
-    code, out, _ = run("list")
-    assert code == 0 and "simclr" in out and "simclr-cifar10" in out and "resnet50" in out
+def test_list(capsys):
+    from selfsup.backbones import BACKBONES
+    from selfsup.config import list_presets
+    from selfsup.methods import METHODS
+
+    code, out, _ = cli(capsys, "list")
+    methods, backbones, presets, *names = out.splitlines()
+    assert code == 0 and methods.split(None, 1)[1].split(", ") == METHODS.names()
+    assert backbones.split(None, 1)[1].split(", ") == BACKBONES.names() and "resnet50" in BACKBONES.names()
+    assert presets == "presets:" and [n.strip() for n in names] == list_presets() and "  simclr-cifar10" in names
 
 
-def test_pretrain_then_knn(image_tree, tmp_path):
+def test_set_takes_several_pairs_or_repeated_flags():
+    parse = _parser().parse_args
+    pairs = parse(["pretrain", "simclr-cifar10", "--out", "x", "--set", "a=1", "b=2", "--resume"])
+    flags = parse(["pretrain", "simclr-cifar10", "--set", "a=1", "--set", "b=2", "--out", "x", "--resume"])
+    assert pairs.overrides == flags.overrides == ["a=1", "b=2"] and pairs.preset == flags.preset == "simclr-cifar10"
+    mixed = parse(["demo", "--set", "a=1", "b=2", "--set", "c=3"])
+    assert mixed.overrides == ["a=1", "b=2", "c=3"]
+    assert (
+        "PRESET --out RUN [--data DIR] [--set KEY=VALUE ...]"
+        in _parser()._subparsers._group_actions[0].choices["pretrain"].format_usage()
+    )  # the positional comes first: after --set it would be read as a pair
+
+
+def test_pretrain_then_knn(image_tree, tmp_path, capsys):
     out_dir = tmp_path / "run"
     sets = [
         "train.epochs=2",
@@ -53,15 +81,8 @@ def test_pretrain_then_knn(image_tree, tmp_path):
         "train.progress=false",
         "optim.warmup_epochs=0",
     ]
-    code, out, err = run(
-        "pretrain",
-        "simclr-cifar10",
-        "--data",
-        str(image_tree / "train"),
-        "--out",
-        str(out_dir),
-        *[a for s in sets for a in ("--set", s)],
-    )
+    common = ["pretrain", "simclr-cifar10", "--data", str(image_tree / "train"), "--out", str(out_dir)]
+    code, out, err = run(*common, "--set", *sets)  # the console entry point, all pairs after one --set
     assert code == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["steps"] == 4 and summary["epochs"] == 2
@@ -69,46 +90,19 @@ def test_pretrain_then_knn(image_tree, tmp_path):
         assert (out_dir / f).is_file(), f
     assert "limit: 16" in (out_dir / "config.yaml").read_text()
 
-    code, out, err = run(
-        "knn",
-        "--weights",
-        str(out_dir),
-        "--train",
-        str(image_tree / "train"),
-        "--test",
-        str(image_tree / "test"),
-        "--k",
-        "5",
-        "--num-workers",
-        "0",
-    )
+    knn = ["knn", "--weights", out_dir, "--train", image_tree / "train", "--test", image_tree / "test"]
+    code, out, err = cli(capsys, *knn, "--k", 5, "--num-workers", 0)
     assert code == 0, err
     res = json.loads(out.strip().splitlines()[-1])
     assert res["n_train"] == 24 and res["n_test"] == 8 and res["k"] == 5
     assert res["top1"] == 1.0  # two colours: trivially separable even for a barely trained net
 
     # the same run directory again without --resume is refused; with --resume and more epochs it continues
-    code, _, err = run(
-        "pretrain",
-        "simclr-cifar10",
-        "--data",
-        str(image_tree / "train"),
-        "--out",
-        str(out_dir),
-        *[a for s in sets for a in ("--set", s)],
-    )
+    repeated = [a for s in sets for a in ("--set", s)]
+    code, _, err = cli(capsys, *common, *repeated)
     assert code == 2 and "--resume" in err
     sets[0] = "train.epochs=3"
-    code, out, err = run(
-        "pretrain",
-        "simclr-cifar10",
-        "--data",
-        str(image_tree / "train"),
-        "--out",
-        str(out_dir),
-        "--resume",
-        *[a for s in sets for a in ("--set", s)],
-    )
+    code, out, err = cli(capsys, *common, "--resume", *[a for s in sets for a in ("--set", s)])
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["steps"] == 6
 
@@ -121,23 +115,27 @@ def test_pretrain_then_knn(image_tree, tmp_path):
         (["pretrain", "simclr-cifar10", "--out", "x", "--data", ".", "--set", "train.epochz=1"], "train.epochz"),
         (["pretrain", "simclr-cifar10", "--out", "x", "--data", ".", "--set", "train.epochs=many"], "train.epochs"),
         (["pretrain", "simclr-cifar10", "--out", "x", "--data", ".", "--set", "novalue"], "key=value"),
+        (["pretrain", "simclr-cifar10", "--out", "x", "--data", ".", "--set", "train.epochs=1", "x=1"], "'x'"),
         (["knn", "--weights", "/no/such/run", "--train", ".", "--test", "."], "/no/such/run"),
+        (["knn", "--weights", "r", "--train", ".", "--test", ".", "--sweep", "--sweep-k", "5,x"], "5,x"),
+        (["linear", "--weights", "r", "--train", ".", "--test", ".", "--optimizer", "adam"], "'adam'"),
         (["pretrain"], "required"),
         (["frobnicate"], "invalid choice"),
     ],
 )
-def test_bad_input_is_one_clear_line(args, needle, tmp_path):
-    code, out, err = run(*args, cwd=tmp_path)
+def test_bad_input_is_one_clear_line(args, needle, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(capsys, *args)
     assert code == 2
     assert needle in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
 
 
-def test_all_images_unreadable_is_a_clear_error(tmp_path):
+def test_all_images_unreadable_is_a_clear_error(tmp_path, capsys):
     d = tmp_path / "bad"
     d.mkdir()
     for i in range(3):
         (d / f"{i}.jpg").write_bytes(b"garbage")
-    code, _, err = run("pretrain", "simclr-cifar10", "--data", str(d), "--out", str(tmp_path / "r"))
+    code, _, err = cli(capsys, "pretrain", "simclr-cifar10", "--data", d, "--out", tmp_path / "r")
     assert code == 2 and "none of the 3 images could be read" in err and "Traceback" not in err
     assert not (tmp_path / "r" / "checkpoints").exists()

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup.api import build_from_config
+from selfsup.app.runs import build_from_config
 from selfsup.backbones import BACKBONES, build_backbone
 from selfsup.losses import dino_loss, swav_loss
 from selfsup.methods import Progress

@@ -450,7 +450,7 @@ SMALL_HEADS = {
 
 
 def _fit_ranks(rank, world, tmp):
-    from selfsup.api import build_from_config
+    from selfsup.app.runs import build_from_config
     from selfsup.train.loop import fit
 
     from _util import tiny_config, tiny_dataset
@@ -468,7 +468,7 @@ def test_training_steps_under_ddp(tmp_path):
     """MoCo v3 and SimCLR v2 (global BN, gathered keys, memory filled from all ranks) on two processes
     equal one process with the same global batch; MoCo v2 (shuffle-BN across ranks, by design not
     equal to one process) keeps one queue and one set of weights on both ranks."""
-    from selfsup.api import build_from_config
+    from selfsup.app.runs import build_from_config
     from selfsup.train.loop import fit
 
     from _util import tiny_config, tiny_dataset

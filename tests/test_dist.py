@@ -86,7 +86,7 @@ def test_syncbn_on_two_processes_equals_batchnorm_on_the_whole_batch():
 
 
 def _fit_rank(rank, world, name, tmp):
-    from selfsup.api import build_from_config
+    from selfsup.app.runs import build_from_config
     from selfsup.train.loop import fit
 
     from _util import tiny_config, tiny_dataset
@@ -99,7 +99,7 @@ def _fit_rank(rank, world, name, tmp):
 
 @pytest.mark.parametrize("name", ["simclr", "byol"])
 def test_training_steps_on_two_processes_equal_one_process(name, tmp_path):
-    from selfsup.api import build_from_config
+    from selfsup.app.runs import build_from_config
     from selfsup.methods import METHODS
     from selfsup.train.loop import fit
 

@@ -30,8 +30,10 @@ from selfsup.eval import (
     knn_sweep,
     linear_head,
     subset_from_file,
+    topk_accuracy,
     train_linear,
     train_linear_augmented,
+    train_transform,
 )
 from selfsup.eval.export import load_embeddings
 
@@ -134,9 +136,16 @@ def test_linear_probe_restores_mode_and_weights():
     encoder = _encoder()
     encoder.train()
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
-    res = linear_probe(encoder, _dataset(16), _dataset(8, seed=0), 4, LinearConfig(epochs=1, batch_size=8), True)
-    assert encoder.training and 0 <= res["top1"] <= 1
+    train, test, cfg = _dataset(16), _dataset(8, seed=0), LinearConfig(epochs=1, batch_size=8)
+    res = linear_probe(encoder, train, test, 4, cfg, True)
+    assert encoder.training
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+    # the reported accuracy is that of the returned head, which is the standard variant's head
+    head = train_linear_augmented(encoder, train, 4, cfg, torch.device("cpu"))
+    f, y = extract_features(encoder, test, normalize=False)
+    with torch.no_grad():
+        assert topk_accuracy(res["head"](f), y) == {"top1": res["top1"], "top5": res["top5"]}
+        assert torch.equal(head(f), res["head"](f))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,7 +271,7 @@ def test_knn_sweep_equals_separate_knn_calls():
 
 def _protocols(n: int):
     """Features, an augmented linear probe and a fine-tuning run: the same on 1 or 2 processes."""
-    from selfsup.eval import FinetuneConfig, finetune, train_transform
+    from selfsup.eval import FinetuneConfig, finetune
 
     encoder = _encoder()
     f, y = extract_features(encoder, _dataset(n), batch_size=4, distributed=True)
@@ -334,13 +343,16 @@ def test_cli_linear(capsys, run_dir, folders):
     ref = linear_probe(encoder, tr, te, 4, LinearConfig(epochs=5, batch_size=8))
     assert (res["top1"], res["top5"]) == (ref["top1"], ref["top5"])
     res = _cli(capsys, "linear", *common, "--epochs", 1, "--batch-size", 8, "--augment", "--bn")
-    assert res["variant"] == "augment" and 0 <= res["top1"] <= 1
+    v = cfg.data.views[0]
+    aug = ViewDataset(tr.source, [train_transform(v.size, v.mean, v.std)])
+    ref = linear_probe(encoder, aug, te, 4, LinearConfig(epochs=1, batch_size=8, bn=True), augment=True)
+    assert res["variant"] == "augment" and (res["top1"], res["top5"]) == (ref["top1"], ref["top5"])
     _cli_fails(capsys, "linear", *common, "--epochs", 0)
     _cli_fails(capsys, "linear", "--weights", run_dir / "nope", "--train", train, "--test", test)
 
 
 def test_cli_finetune_then_distill(capsys, run_dir, folders, tmp_path):
-    from selfsup.eval.protocols import labelled_dataset, load_classifier
+    from selfsup.app.runs import load_classifier, run_dataset
 
     train, test = folders
     common = ["--weights", run_dir, "--train", train, "--test", test, "--num-workers", 0, "--device", "cpu"]
@@ -349,7 +361,7 @@ def test_cli_finetune_then_distill(capsys, run_dir, folders, tmp_path):
     assert res["n_labelled"] == 12 and res["per_class"] == [3, 3, 3, 3]
     model, cfg, classes = load_classifier(clf)
     assert classes == ["class0", "class1", "class2", "class3"]
-    ref = selfsup.eval.evaluate(model, labelled_dataset(str(test), cfg))
+    ref = selfsup.eval.evaluate(model, run_dataset(str(test), cfg))
     assert ref["top1"] == res["top1"]
 
     names = tmp_path / "subset.txt"
@@ -368,9 +380,9 @@ def test_cli_finetune_then_distill(capsys, run_dir, folders, tmp_path):
         capsys, "distill", *dcommon, "--epochs", 1, "--batch-size", 8, "--limit-unlabeled", 16, "--student", "resnet10",
         "--labeled", train, "--labeled-weight", 0.5, "--out", student,
     )  # fmt: skip
-    assert res["teacher_top1"] == ref["top1"] and res["student"] == "resnet10" and res["n_unlabeled"] == 16
+    assert res["teacher_top1"] == ref["top1"] and res["student"] == "resnet10" and res["n_unlabelled"] == 16
     smodel, _, _ = load_classifier(student)
-    assert selfsup.eval.evaluate(smodel, labelled_dataset(str(test), cfg))["top1"] == res["top1"]
+    assert selfsup.eval.evaluate(smodel, run_dataset(str(test), cfg))["top1"] == res["top1"]
     _cli_fails(capsys, "distill", *dcommon, "--student", "no_such_net")
     _cli_fails(capsys, "distill", *dcommon, "--labeled-weight", 0.5)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfsup.api import build_from_config, pretrain
+from selfsup.app.pretrain import pretrain
+from selfsup.app.runs import build_from_config
 from selfsup.config import load_config
 from selfsup.train.checkpoint import load_checkpoint
 from selfsup.train.logging import read_metrics

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from selfsup.api import build_from_config
+from selfsup.app.runs import build_from_config
 from selfsup.methods import METHODS, Method, StepOutput
 from selfsup.train.loop import fit
 

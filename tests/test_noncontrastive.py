@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup.api import build_from_config
+from selfsup.app.runs import build_from_config
 from selfsup.config import load_config
 from selfsup.losses import barlow_twins_loss, cross_correlation, negative_cosine, normalized_mse
 from selfsup.methods import Progress

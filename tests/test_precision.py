@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from selfsup.api import build_from_config
+from selfsup.app.runs import build_from_config
 from selfsup.losses import info_nce_batch, nt_xent
 from selfsup.precision import cpu_has_bf16, fp32, use_bf16
 from selfsup.train.loop import fit

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.api import build_from_config
+from selfsup.app.runs import build_from_config
 from selfsup.config import OptimConfig, load_config
 from selfsup.losses import barlow_twins_loss, cross_correlation
 from selfsup.methods import METHODS

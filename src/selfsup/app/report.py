@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..api import load_encoder
+from ..dist import resolve_device
+from ..eval.features import extract_features
+from ..eval.knn import knn_classify
 from ..train.logging import read_metrics
-from .features import extract_features
-from .knn import knn_classify
+from .runs import load_encoder, run_dataset
 
 CURVES = (("loss", "loss"), ("lr", "learning rate"), ("z_std", "z_std (collapse signal)"), ("knn_top1", "kNN top-1"))
 
@@ -131,7 +132,7 @@ def make_report(
     n_queries: int = 6,
     k: int = 8,
     batch_size: int = 256,
-    device: str | torch.device = "cpu",
+    device: str = "auto",
     out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write the report of ``run`` into ``out`` (default ``run/report``); returns what it wrote."""
@@ -150,12 +151,11 @@ def make_report(
         raise ValueError("pass both --train and --test for the embedding plots (or neither)")
     cfg = None
     if train is not None:
-        from .protocols import labelled_dataset
-
+        device = resolve_device(device)
         encoder, cfg = load_encoder(run)
         encoder.to(device)
-        train_ds = labelled_dataset(train, cfg, limit_train)
-        test_ds = labelled_dataset(test, cfg, limit_test)
+        train_ds = run_dataset(train, cfg, limit_train)
+        test_ds = run_dataset(test, cfg, limit_test)
         bank, bank_y = extract_features(encoder, train_ds, batch_size, device)
         q, q_y = extract_features(encoder, test_ds, batch_size, device)
         classes = list(test_ds.source.classes) or [str(c) for c in range(int(q_y.max()) + 1)]

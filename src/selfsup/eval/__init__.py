@@ -1,15 +1,13 @@
 """Evaluation: feature extraction, weighted kNN (and its sweep), linear probe, fine-tuning with a
-fraction of the labels, SimCLR v2 distillation, exported weights and embeddings.
-
-``selfsup.eval.protocols`` runs these from weights on disk (the CLI); ``selfsup.eval.report`` draws
-a run's plots (it needs matplotlib).
+fraction of the labels, SimCLR v2 distillation, exported weights and embeddings: functions of
+modules, tensors and datasets. Running them from weights on disk is :mod:`selfsup.app.evaluate`.
 """
 
 from .distill import DistillConfig, distill, distill_and_evaluate, distillation_loss
 from .export import export_encoder, load_embeddings, save_embeddings
 from .features import extract_features
 from .finetune import FinetuneConfig, balanced_subset, finetune, projection_head_layers, subset_from_file
-from .knn import knn_classify, knn_predict, knn_sweep
+from .knn import knn_classify, knn_eval, knn_predict, knn_sweep
 from .linear import LinearConfig, linear_probe, train_linear, train_linear_augmented
 from .supervised import Classifier, evaluate, linear_head, topk_accuracy, train_transform
 
@@ -27,6 +25,7 @@ __all__ = [
     "extract_features",
     "finetune",
     "knn_classify",
+    "knn_eval",
     "knn_predict",
     "knn_sweep",
     "linear_head",

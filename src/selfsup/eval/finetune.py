@@ -34,8 +34,8 @@ from .supervised import Classifier, TrainSettings, evaluate, train_network
 class FinetuneConfig(TrainSettings):
     """SimCLR's fine-tuning recipe; ``epochs=0`` picks 60 for <= 1% of the labels, else 30."""
 
-    epochs: int = 0
-    lr: float = 0.05
+    epochs: int = 0  # 0: 60 for <= 1% of the labels, else 30 (SimCLR)
+    lr: float = 0.05  # base learning rate, x batch/256
     nesterov: bool = True
 
     def resolved_epochs(self, fraction: float) -> int:

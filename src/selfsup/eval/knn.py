@@ -8,6 +8,10 @@ bank, the top ``k`` neighbours vote for their class with weight ``exp(sim / T)``
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+from .features import extract_features
+from .supervised import topk_accuracy
 
 
 @torch.no_grad()
@@ -63,12 +67,6 @@ def knn_predict(
     return torch.cat(out)
 
 
-def _topk_hits(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    top = scores.topk(min(5, scores.shape[1]), dim=1).indices
-    hit = top == labels.unsqueeze(1)
-    return {"top1": hit[:, 0].float().mean().item(), "top5": hit.any(1).float().mean().item()}
-
-
 def knn_classify(
     bank: torch.Tensor,
     bank_labels: torch.Tensor,
@@ -80,7 +78,31 @@ def knn_classify(
 ) -> dict[str, float]:
     """``{"top1": ..., "top5": ...}`` (fractions in [0, 1]) of weighted kNN on the queries."""
     num_classes = int(max(bank_labels.max(), query_labels.max())) + 1 if num_classes is None else num_classes
-    return _topk_hits(knn_predict(bank, bank_labels, queries, k, temperature, num_classes), query_labels)
+    return topk_accuracy(knn_predict(bank, bank_labels, queries, k, temperature, num_classes), query_labels)
+
+
+def knn_eval(
+    encoder: nn.Module,
+    train_ds,
+    test_ds,
+    k: int = 200,
+    temperature: float = 0.1,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    progress: bool = False,
+    distributed: bool = False,
+) -> dict[str, float]:
+    """Weighted kNN top-1/top-5 of ``encoder`` features: bank ``train_ds``, queries ``test_ds``.
+
+    ``distributed``: under torchrun, each rank extracts a shard and all get every feature."""
+    if device is not None:
+        encoder.to(device)
+    kw = dict(progress=progress, distributed=distributed)
+    bank, bank_y = extract_features(encoder, train_ds, batch_size, device, num_workers, desc="bank features", **kw)
+    q, q_y = extract_features(encoder, test_ds, batch_size, device, num_workers, desc="test features", **kw)
+    n_cls = max(len(train_ds.source.classes), int(bank_y.max()) + 1, int(q_y.max()) + 1)
+    return knn_classify(bank, bank_y, q, q_y, k=k, temperature=temperature, num_classes=n_cls)
 
 
 #: The sweep grid: k as in the field's CIFAR (200) and DINO (20) protocols and around them; T of
@@ -112,4 +134,4 @@ def knn_sweep(
         sim, idx = knn_neighbours(bank, q, max(ks))
         for k, t in grid:
             scores[(k, t)].append(_vote(sim, idx, bank_labels, k, t, num_classes))
-    return [{"k": k, "temperature": t, **_topk_hits(torch.cat(scores[(k, t)]), query_labels)} for k, t in grid]
+    return [{"k": k, "temperature": t, **topk_accuracy(torch.cat(scores[(k, t)]), query_labels)} for k, t in grid]

@@ -35,7 +35,14 @@ class LinearConfig(TrainSettings):
     """MoCo v3's linear-probe recipe (SGD, base lr 0.1, no weight decay, 90 epochs, cosine)."""
 
     bn: bool = False  # BatchNorm1d(affine=False) before the linear layer (MoCo v3 ViT, MAE)
-    extract_batch_size: int = 256
+    extract_batch_size: int = 256  # images per forward pass when extracting features
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.epochs < 1 or self.extract_batch_size < 1:
+            raise ValueError(
+                f"LinearConfig: epochs ({self.epochs}) and extract_batch_size ({self.extract_batch_size}) must be >= 1"
+            )
 
 
 Batches = Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -31,16 +32,33 @@ from .features import extract_features
 class TrainSettings:
     """Optimization of a supervised protocol. ``lr`` is the base rate, scaled by ``batch / 256``."""
 
-    epochs: int = 90
-    batch_size: int = 256  # global: split over ranks
-    lr: float = 0.1
-    optimizer: str = "sgd"  # sgd | lars
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    warmup_epochs: float = 0.0
-    seed: int = 0
-    num_workers: int = 0
+    epochs: int = 90  # passes over the training set
+    batch_size: int = 256  # global batch, split over ranks
+    lr: float = 0.1  # base learning rate, x batch/256
+    optimizer: Literal["sgd", "lars"] = "sgd"  # lars for large batches
+    momentum: float = 0.9  # SGD / LARS momentum
+    nesterov: bool = False  # Nesterov momentum
+    weight_decay: float = 0.0  # on weights, not on biases and norms
+    warmup_epochs: float = 0.0  # linear warm-up before the cosine schedule
+    seed: int = 0  # data order, augmentation and head initialization
+    num_workers: int = 0  # DataLoader worker processes
+
+    def __post_init__(self):
+        bad = [
+            f"{name} {getattr(self, name)!r}"
+            for name, ok in (
+                ("epochs", self.epochs >= 0),
+                ("batch_size", self.batch_size >= 1),
+                ("lr", self.lr > 0),
+                ("momentum", self.momentum >= 0),
+                ("weight_decay", self.weight_decay >= 0),
+                ("warmup_epochs", self.warmup_epochs >= 0),
+                ("num_workers", self.num_workers >= 0),
+            )
+            if not ok
+        ]
+        if bad:
+            raise ValueError(f"{type(self).__name__}: invalid {', '.join(bad)}")
 
 
 def train_transform(size: int, mean, std, scale: tuple[float, float] = (0.08, 1.0)) -> T.Compose:

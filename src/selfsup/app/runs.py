@@ -1,0 +1,190 @@
+"""Loading what runs leave on disk, and the datasets evaluation reads at a run's image size.
+
+A run directory holds ``config.yaml``, ``checkpoints/last.pt`` and, when training finished,
+``backbone.safetensors``; each file stores the run's config record, from which the architecture
+is rebuilt. Classifier files (``selfsup finetune/distill --out``) hold a fine-tuned network.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..backbones import backbone_from_config
+from ..config import IMAGENET_MEAN, IMAGENET_STD, Config, DataConfig, ViewSpec, from_dict
+from ..data import ViewDataset, eval_dataset
+from ..errors import ConfigError, DataError
+from ..eval.finetune import projection_head_layers
+from ..eval.supervised import Classifier, train_transform
+from ..methods import Method, build_method
+from ..train.checkpoint import load_checkpoint, save_checkpoint
+
+#: sources named instead of a directory: ``digits:train``, ``cifar10:test:ROOT`` ...
+BUILTIN_SOURCES = ("cifar10", "cifar100", "stl10", "digits")
+
+CLASSIFIER_FORMAT = "selfsup-classifier"
+
+
+def build_from_config(cfg: Config) -> Method:
+    """The method (with its backbone) that ``cfg`` describes, initialized from ``train.seed``."""
+    torch.manual_seed(cfg.train.seed)
+    backbone = backbone_from_config(cfg.backbone)
+    return build_method(cfg.method.name, backbone, cfg.method)
+
+
+def config_from_record(record: dict[str, Any], where: str | Path) -> Config:
+    """The config stored in a file; an invalid record is an error naming the file."""
+    try:
+        return from_dict(Config, record)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# encoders and methods
+
+
+def _weights_file(path: str | Path) -> Path:
+    """A run directory's ``backbone.safetensors`` when training finished, else its last checkpoint."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "backbone.safetensors").is_file():
+            p = p / "backbone.safetensors"
+        elif (p / "checkpoints" / "last.pt").is_file():
+            p = p / "checkpoints" / "last.pt"
+        else:
+            raise FileNotFoundError(f"{path}: no backbone.safetensors or checkpoints/last.pt in this directory")
+    if not p.is_file():
+        raise FileNotFoundError(f"weights not found: {p}")
+    return p
+
+
+def load_method(path: str | Path) -> tuple[Method, Config]:
+    """The whole method (encoder, projection head, ...) of a run directory or checkpoint."""
+    p = Path(path)
+    p = p / "checkpoints" / "last.pt" if p.is_dir() else p
+    if p.suffix == ".safetensors":
+        raise ValueError(f"{path}: an exported backbone holds no projection head; pass the run or its checkpoint")
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    state = load_checkpoint(p)
+    cfg = config_from_record(state.get("config", {}), p)
+    method = build_from_config(cfg)
+    method.load_state_dict(state["model"])
+    return method, cfg
+
+
+def load_encoder(path: str | Path) -> tuple[nn.Module, Config]:
+    """The evaluated encoder of a run directory, ``backbone.safetensors`` or checkpoint, and its config."""
+    p = _weights_file(path)
+    if p.suffix != ".safetensors":
+        method, cfg = load_method(p)
+        return method.encoder, cfg
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(p), "pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(p))
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{p}: not a readable safetensors file ({e})") from None
+    cfg = config_from_record(json.loads(meta.get("meta", "{}")), p)
+    encoder = backbone_from_config(cfg.backbone)
+    encoder.load_state_dict(tensors)
+    return encoder, cfg
+
+
+def head_layers(method: nn.Module, layers: int) -> nn.Sequential:
+    """The first ``layers`` of the method's MLP projection head (SimCLR v2 fine-tunes from one)."""
+    head = getattr(method, "projector", None)
+    if not isinstance(head, nn.Sequential):
+        raise ValueError(f"method {type(method).__name__} has no MLP projection head ('projector') to fine-tune from")
+    return projection_head_layers(head, layers)
+
+
+def encoder_and_head(weights: str | Path, layers: int = 0) -> tuple[nn.Module, nn.Module | None, Config]:
+    """The evaluated encoder, the first ``layers`` of the projection head (needs a checkpoint) or
+    None, and the run's config."""
+    if layers <= 0:
+        encoder, cfg = load_encoder(weights)
+        return encoder, None, cfg
+    method, cfg = load_method(weights)
+    return method.encoder, head_layers(method, layers), cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# classifier files
+
+
+def save_classifier(path: str | Path, model: Classifier, cfg: Config, classes: list[str], layers: int) -> None:
+    """A fine-tuned or distilled classifier, loadable with :func:`load_classifier` (``weights_only``)."""
+    state = {
+        "format": CLASSIFIER_FORMAT,
+        "config": cfg.to_dict(),
+        "classes": list(classes),
+        "num_classes": model.num_classes,
+        "head_layers": layers,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    save_checkpoint(Path(path), state)
+
+
+def load_classifier(path: str | Path) -> tuple[Classifier, Config, list[str]]:
+    """``(classifier, config, class names)`` from a file written by ``selfsup finetune/distill --out``."""
+    state = load_checkpoint(Path(path))
+    if state.get("format") != CLASSIFIER_FORMAT:
+        raise ValueError(f"{path}: not a classifier written by `selfsup finetune --out` or `selfsup distill --out`")
+    cfg = config_from_record(state["config"], path)
+    layers = int(state["head_layers"])
+    if layers > 0:
+        method = build_from_config(cfg)
+        encoder, extra = method.encoder, head_layers(method, layers)
+    else:
+        encoder, extra = backbone_from_config(cfg.backbone), None
+    model = Classifier(encoder, int(state["num_classes"]), extra)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg, list(state["classes"])
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation datasets
+
+
+def image_dataset(
+    path: str,
+    size: int,
+    limit: int = 0,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    *,
+    labelled: bool = True,
+    augment: bool = False,
+) -> ViewDataset:
+    """Images for evaluation at ``size``: an ImageFolder tree, or a built-in source as ``digits:train``,
+    ``cifar10:test:ROOT`` ...; a fixed-seed subset of ``limit``. Centre crops, or random resized
+    crops and flips with ``augment``. ``labelled=False`` accepts a plain folder of images too."""
+    spec = ViewSpec(size=size, mean=tuple(mean), std=tuple(std))
+    kind, _, rest = path.partition(":")
+    if kind in BUILTIN_SOURCES:
+        split, _, root = rest.partition(":")
+        dc = DataConfig(source=kind, path=root, split=split or "train", limit=limit, views=[spec])
+    else:
+        dc = DataConfig(source="imagefolder" if labelled else "auto", path=path, limit=limit, views=[spec])
+    ds = eval_dataset(dc, size)
+    if labelled and (ds.labels < 0).any():
+        raise DataError(f"{path}: evaluation needs labels (an ImageFolder tree with one sub-folder per class)")
+    ds.check_readable()
+    return ViewDataset(ds.source, [train_transform(size, spec.mean, spec.std)], ds.indices) if augment else ds
+
+
+def run_dataset(
+    path: str, cfg: Config, limit: int = 0, size: int | None = None, *, labelled: bool = True, augment: bool = False
+) -> ViewDataset:
+    """:func:`image_dataset` at the run's image size (or ``size``) and normalization."""
+    v = cfg.data.views[0]
+    return image_dataset(path, size or v.size, limit, v.mean, v.std, labelled=labelled, augment=augment)
