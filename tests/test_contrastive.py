@@ -234,8 +234,9 @@ def test_simclrv2_memory_holds_momentum_embeddings_of_both_views():
 def test_simclrv2_finetunes_from_the_first_head_layer():
     method = _tiny("simclrv2", SimCLRv2Config(queue_size=0, proj_hidden_dim=16)).eval()
     assert len([m for m in method.projector if isinstance(m, nn.Linear)]) == 3 and method.ema_pairs() == []
-    enc = method.finetune_encoder()
-    assert enc.num_features == 16 and enc[0] is method.backbone
+    head = method.head_layers(method.cfg.finetune_layer)
+    assert [type(m) for m in head] == [nn.Linear, nn.BatchNorm1d, nn.ReLU] and head[0].out_features == 16
+    enc = nn.Sequential(method.backbone, head)
     x = torch.randn(2, 3, 16, 16)
     lin, bn = method.projector[0], method.projector[1]
     with torch.no_grad():

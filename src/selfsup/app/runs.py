@@ -18,7 +18,6 @@ from ..backbones import backbone_from_config
 from ..config import IMAGENET_MEAN, IMAGENET_STD, Config, DataConfig, ViewSpec, from_dict
 from ..data import ViewDataset, eval_dataset
 from ..errors import ConfigError, DataError
-from ..eval.finetune import projection_head_layers
 from ..eval.supervised import Classifier, train_transform
 from ..methods import Method, build_method
 from ..train.checkpoint import load_checkpoint, save_checkpoint
@@ -101,10 +100,7 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, Config]:
 
 def head_layers(method: nn.Module, layers: int) -> nn.Sequential:
     """The first ``layers`` of the method's MLP projection head (SimCLR v2 fine-tunes from one)."""
-    head = getattr(method, "projector", None)
-    if not isinstance(head, nn.Sequential):
-        raise ValueError(f"method {type(method).__name__} has no MLP projection head ('projector') to fine-tune from")
-    return projection_head_layers(head, layers)
+    return method.head_layers(layers)
 
 
 def encoder_and_head(weights: str | Path, layers: int = 0) -> tuple[nn.Module, nn.Module | None, Config]:

@@ -6,7 +6,7 @@ modules, tensors and datasets. Running them from weights on disk is :mod:`selfsu
 from .distill import DistillConfig, distill, distill_and_evaluate, distillation_loss
 from .export import export_encoder, load_embeddings, save_embeddings
 from .features import extract_features
-from .finetune import FinetuneConfig, balanced_subset, finetune, projection_head_layers, subset_from_file
+from .finetune import FinetuneConfig, balanced_subset, finetune, subset_from_file
 from .knn import knn_classify, knn_eval, knn_predict, knn_sweep
 from .linear import LinearConfig, linear_probe, train_linear, train_linear_augmented
 from .supervised import Classifier, evaluate, linear_head, topk_accuracy, train_transform
@@ -31,7 +31,6 @@ __all__ = [
     "linear_head",
     "linear_probe",
     "load_embeddings",
-    "projection_head_layers",
     "save_embeddings",
     "subset_from_file",
     "topk_accuracy",

@@ -8,7 +8,7 @@ Evaluated on centre crops of the full test set.
 
 SimCLR v2 (Chen et al. 2020, arXiv:2006.10029, sec. 2) fine-tunes from the first layer of its
 3-layer projection head instead of from the backbone: pass those layers as ``extra``
-(:func:`projection_head_layers` cuts them from any head built by :func:`selfsup.nn.mlp`).
+(:meth:`selfsup.methods.Method.head_layers`, the method's own declaration).
 
 The published ImageNet subsets (SimCLR's ``1percent.txt`` / ``10percent.txt``) are lists of image
 file names; :func:`subset_from_file` selects them.
@@ -88,22 +88,6 @@ def subset_from_file(path: str | Path, source: ImageSource, indices: np.ndarray 
     if missing:
         raise DataError(f"{path}: {len(missing)} of {len(wanted)} names match no image, e.g. {missing[0]!r}")
     return np.unique(np.concatenate([by_name[w.replace("\\", "/")] for w in wanted]))
-
-
-def projection_head_layers(head: nn.Sequential, layers: int = 1) -> nn.Sequential:
-    """A copy of the first ``layers`` layers (each a Linear with its norm and activation) of an MLP
-    head built by :func:`selfsup.nn.mlp`: SimCLR v2 fine-tunes from ``layers=1`` of its 3-layer head.
-    """
-    out, seen = [], 0
-    for m in head:
-        if isinstance(m, nn.Linear):
-            seen += 1
-            if seen > layers:
-                break
-        out.append(m)
-    if seen < layers or layers < 1:
-        raise ValueError(f"the head has {seen} linear layers; cannot take the first {layers}")
-    return copy.deepcopy(nn.Sequential(*out))
 
 
 def finetune(

@@ -105,6 +105,11 @@ class Method(nn.Module):
     def param_groups(self) -> list[dict[str, Any]]:
         return split_decay_groups(self.named_parameters(), exclude=self.exclude_bias_norm)
 
+    def head_layers(self, layers: int) -> nn.Sequential:
+        """A copy of the first ``layers`` layers of the projection head, for fine-tuning from the
+        middle of the head (SimCLR v2's ``ft_proj_selector``); methods with such a head override it."""
+        raise ValueError(f"method {type(self).__name__} has no projection head to fine-tune from")
+
     def forward(self, views: list[torch.Tensor]) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..losses import nt_xent
-from ..nn import mlp
+from ..nn import mlp, projection_head_layers
 from .base import Method, MethodConfig, StepOutput, register
 from .stats import embedding_std
 
@@ -54,6 +54,9 @@ class SimCLR(Method):
             norm="bn",
             last_norm="bn_noshift" if cfg.proj_last_bn else "none",
         )
+
+    def head_layers(self, layers: int) -> nn.Sequential:
+        return projection_head_layers(self.projector, layers)
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         n = views[0].shape[0]

@@ -9,10 +9,10 @@ projection head, 3 layers (``num_proj_layers=3``; hidden width = the backbone's,
 every layer, ReLU after the hidden ones, the output BN with a scale and no shift), and a MoCo-style memory:
 a momentum copy of backbone + head (EMA 0.999) whose embeddings of each batch are queued (65,536) and
 serve every anchor as extra negatives (sec. 2, "we also incorporate the memory mechanism from MoCo").
-Fine-tuning starts from the middle of the head (``ft_proj_selector=1``): :meth:`SimCLRv2.finetune_encoder`
-returns the backbone followed by the first head layer as one module. The wide and selective-kernel
-ResNets are the ``r50-{1,2,3}x[-sk]`` backbones; LARS (lr 0.1 x sqrt(bs), i.e. 6.4 at 4096; wd 1e-4;
-5% warm-up; cosine; 800 epochs) lives in the preset.
+Fine-tuning starts from the middle of the head (``ft_proj_selector=1``, ``finetune_layer``):
+``selfsup finetune --head-layers 1`` puts :meth:`SimCLRv2.head_layers` between backbone and
+classifier. The wide and selective-kernel ResNets are the ``r50-{1,2,3}x[-sk]`` backbones; LARS
+(lr 0.1 x sqrt(bs), i.e. 6.4 at 4096; wd 1e-4; 5% warm-up; cosine; 800 epochs) lives in the preset.
 
 Deviations: the paper does not say which views enter the memory; here the momentum embeddings of both
 views of every image do (so 2 x global batch keys per step). The memory itself follows the paper's
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import nt_xent
-from ..nn import FeatureQueue, copy_as_target, mlp
+from ..nn import FeatureQueue, copy_as_target, mlp, projection_head_layers
 from .base import Method, MethodConfig, Progress, StepOutput, register
 from .stats import embedding_std
 
@@ -78,15 +78,8 @@ class SimCLRv2(Method):
     def ema_momentum(self, progress: Progress) -> float:
         return self.cfg.momentum
 
-    def finetune_encoder(self) -> nn.Sequential:
-        """Backbone + the first ``finetune_layer`` head layers (each linear, BN, ReLU) as one module with
-        ``num_features``; it shares this method's weights (deep-copy it to fine-tune separately)."""
-        k = self.cfg.finetune_layer
-        linears = [i for i, m in enumerate(self.projector) if isinstance(m, nn.Linear)]
-        end = linears[k] if k < len(linears) else len(self.projector)
-        module = nn.Sequential(self.backbone, *list(self.projector)[:end])
-        module.num_features = self.projector[linears[k - 1]].out_features if k else self.backbone.num_features
-        return module
+    def head_layers(self, layers: int) -> nn.Sequential:
+        return projection_head_layers(self.projector, layers)
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         n = views[0].shape[0]

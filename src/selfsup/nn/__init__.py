@@ -2,7 +2,7 @@
 multi-crop forward and Sinkhorn-Knopp."""
 
 from .ema import copy_as_target, ema_update
-from .mlp import mlp
+from .mlp import mlp, projection_head_layers
 from .multicrop import multicrop_forward
 from .queue import FeatureQueue
 from .shuffle_bn import SplitBatchNorm, batch_shuffle, batch_unshuffle, convert_split_bn
@@ -10,6 +10,7 @@ from .sinkhorn import sinkhorn
 
 __all__ = [
     "mlp",
+    "projection_head_layers",
     "ema_update",
     "copy_as_target",
     "FeatureQueue",

@@ -5,6 +5,7 @@ Sizes and norms come from each method's config, so no head subclass exists just 
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 from torch import nn
@@ -63,3 +64,19 @@ def mlp(
             layers.append(activation(inplace=True) if act == "relu" else activation())
         dim = out
     return nn.Sequential(*layers)
+
+
+def projection_head_layers(head: nn.Sequential, layers: int = 1) -> nn.Sequential:
+    """A copy of the first ``layers`` layers (each a Linear with its norm and activation) of an MLP
+    head built by :func:`selfsup.nn.mlp`: SimCLR v2 fine-tunes from ``layers=1`` of its 3-layer head.
+    """
+    out, seen = [], 0
+    for m in head:
+        if isinstance(m, nn.Linear):
+            seen += 1
+            if seen > layers:
+                break
+        out.append(m)
+    if seen < layers or layers < 1:
+        raise ValueError(f"the head has {seen} linear layers; cannot take the first {layers}")
+    return copy.deepcopy(nn.Sequential(*out))
