@@ -384,7 +384,7 @@ LIGHTLY: dict[str, type[Method]] = {
 
 def build_lightly(cfg: Config) -> Method:
     """lightly's implementation of ``cfg.method`` on the backbone selfsup builds for ``cfg`` (same seed,
-    so the same initial backbone weights as ``selfsup.api.build_from_config(cfg)``)."""
+    so the same initial backbone weights as ``selfsup.app.runs.build_from_config(cfg)``)."""
     if cfg.method.name not in LIGHTLY:
         raise KeyError(f"lightly has no implementation of {cfg.method.name!r}; it has: {', '.join(LIGHTLY)}")
     torch.manual_seed(cfg.train.seed)
