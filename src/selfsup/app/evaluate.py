@@ -59,7 +59,7 @@ def _knn_features(weights, train, test, limit_train, limit_test, batch_size, num
     kw = dict(progress=progress, distributed=True)
     bank = extract_features(encoder, train_ds, batch_size, dev, num_workers, desc="bank features", **kw)
     queries = extract_features(encoder, test_ds, batch_size, dev, num_workers, desc="test features", **kw)
-    return cfg, train_ds, test_ds, (*bank, *queries)
+    return cfg, train_ds, test_ds, (bank[0], bank[1], queries[0], queries[1])
 
 
 def knn_from_weights(
@@ -83,7 +83,8 @@ def knn_from_weights(
     cfg, train_ds, test_ds, features = _knn_features(*args)
     k = cfg.knn.k if k is None else k
     t = cfg.knn.temperature if temperature is None else temperature
-    res = knn_classify(*features, k=k, temperature=t, num_classes=_num_classes(train_ds, test_ds))
+    bank, bank_y, q, q_y = features
+    res = knn_classify(bank, bank_y, q, q_y, k=k, temperature=t, num_classes=_num_classes(train_ds, test_ds))
     size = size or cfg.data.views[0].size
     return {**res, "k": k, "temperature": t, "n_train": len(train_ds), "n_test": len(test_ds), "image_size": size}
 
@@ -106,7 +107,8 @@ def knn_sweep_from_weights(
     _check_positive(ks=ks, temperatures=temperatures)
     args = (weights, train, test, limit_train, limit_test, batch_size, num_workers, size, device, progress)
     _, train_ds, test_ds, features = _knn_features(*args)
-    results = knn_sweep(*features, ks, temperatures, _num_classes(train_ds, test_ds))
+    bank, bank_y, q, q_y = features
+    results = knn_sweep(bank, bank_y, q, q_y, ks, temperatures, _num_classes(train_ds, test_ds))
     best = max(results, key=lambda r: (r["top1"], r["top5"]))
     return {**best, "results": results, "n_train": len(train_ds), "n_test": len(test_ds)}
 
@@ -176,6 +178,7 @@ def finetune_from_weights(
     if fraction is not None:
         pos = balanced_subset(full.labels, fraction, cfg.seed)
     else:
+        assert subset_file is not None  # exactly one of the two, checked above
         pos = subset_from_file(subset_file, full.source, full.indices)
     labelled = ViewDataset(full.source, full.transforms, full.indices[pos])
     test_ds = run_dataset(test, rcfg, limit_test, size)

@@ -150,14 +150,14 @@ def make_report(
     if (train is None) != (test is None):
         raise ValueError("pass both --train and --test for the embedding plots (or neither)")
     cfg = None
-    if train is not None:
-        device = resolve_device(device)
+    if train is not None and test is not None:
+        dev = resolve_device(device)
         encoder, cfg = load_encoder(run)
-        encoder.to(device)
+        encoder.to(dev)
         train_ds = run_dataset(train, cfg, limit_train)
         test_ds = run_dataset(test, cfg, limit_test)
-        bank, bank_y = extract_features(encoder, train_ds, batch_size, device)
-        q, q_y = extract_features(encoder, test_ds, batch_size, device)
+        bank, bank_y = extract_features(encoder, train_ds, batch_size, dev)
+        q, q_y = extract_features(encoder, test_ds, batch_size, dev)
         classes = list(test_ds.source.classes) or [str(c) for c in range(int(q_y.max()) + 1)]
         kk = min(cfg.knn.k, len(bank))
         t = cfg.knn.temperature
@@ -175,7 +175,7 @@ def make_report(
 def _summary(run: Path, records, curves, knn, written, train, test) -> str:
     import yaml
 
-    cfg = {}
+    cfg: dict = {}
     if (run / "config.yaml").is_file():
         cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
     m, b, t, v = cfg.get("method", {}), cfg.get("backbone", {}), cfg.get("train", {}), cfg.get("data", {})

@@ -98,7 +98,7 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, Config]:
     return encoder, cfg
 
 
-def head_layers(method: nn.Module, layers: int) -> nn.Sequential:
+def head_layers(method: Method, layers: int) -> nn.Sequential:
     """The first ``layers`` of the method's MLP projection head (SimCLR v2 fine-tunes from one)."""
     return method.head_layers(layers)
 
