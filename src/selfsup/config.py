@@ -100,6 +100,7 @@ class OptimConfig:
     weight_decay: float = 1e-6
     weight_decay_end: float | None = None  # cosine weight-decay schedule to this value (DINO)
     momentum: float = 0.9
+    nesterov: bool = False  # SGD only
     betas: tuple[float, float] = (0.9, 0.999)
     trust_coefficient: float = 0.001  # LARS eta
     lars_clip: bool = False  # cap LARS's rate at the scheduled one (apex LARC clip, solo-learn clip_lr)

@@ -27,7 +27,7 @@ from ..errors import NonFiniteLossError
 from ..methods.base import split_decay_groups
 from ..precision import autocast
 from .features import extract_features
-from .supervised import TrainSettings, build_optimizer, global_batch, linear_head, rank_loader, set_lr, topk_accuracy
+from .supervised import TrainSettings, build_optimizer, global_batch, linear_head, rank_loader, topk_accuracy
 
 
 @dataclass
@@ -51,12 +51,12 @@ Batches = Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
 def _fit_head(head: nn.Module, batches: Batches, steps_per_epoch: int, batch: int, cfg: LinearConfig) -> nn.Module:
     """The loop both variants share: ``batches(epoch)`` yields global batches of (features, labels)."""
     total = steps_per_epoch * cfg.epochs
-    opt, lrs = build_optimizer(split_decay_groups(head.named_parameters()), cfg, batch, total, steps_per_epoch)
+    opt, schedule = build_optimizer(split_decay_groups(head.named_parameters()), cfg, batch, total, steps_per_epoch)
     head.train()
     step = 0
     for epoch in range(cfg.epochs):
         for f, y in batches(epoch):
-            set_lr(opt, float(lrs[step]))
+            schedule.apply(opt, step)
             loss = F.cross_entropy(head(f), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -24,7 +24,8 @@ from ..errors import NonFiniteLossError
 from ..methods.base import split_decay_groups
 from ..precision import autocast
 from ..train import engine
-from ..train.optim import LARS, cosine_schedule
+from ..train.optim import build_optimizer as build_train_optimizer
+from ..train.optim import build_schedule, scaled_lr
 from .features import extract_features
 
 
@@ -42,6 +43,18 @@ class TrainSettings:
     warmup_epochs: float = 0.0  # linear warm-up before the cosine schedule
     seed: int = 0  # data order, augmentation and head initialization
     num_workers: int = 0  # DataLoader worker processes
+
+    def optim_config(self) -> OptimConfig:
+        """These settings as the training loop's optimizer config (linear lr scaling, cosine to 0)."""
+        return OptimConfig(
+            name=self.optimizer,
+            lr=self.lr,
+            lr_scaling="linear",
+            weight_decay=self.weight_decay,
+            momentum=self.momentum,
+            nesterov=self.nesterov,
+            warmup_epochs=self.warmup_epochs,
+        )
 
     def __post_init__(self):
         bad = [
@@ -150,27 +163,12 @@ def global_batch(n: int, batch_size: int, world: int = 1) -> int:
 
 
 def build_optimizer(groups: list[dict], s: TrainSettings, batch: int, total_steps: int, steps_per_epoch: int):
-    """The optimizer and its per-step learning rates (linear warm-up, then cosine to 0).
-
-    LARS (selfsup.train.optim) for large batches, as SimCLR and MAE; biases and norms are excluded
-    from its adaptation and from weight decay.
-    """
-    peak = s.lr * batch / 256
-    for g in groups:
-        g.setdefault("weight_decay", s.weight_decay)
-    if s.optimizer == "lars":
-        opt = LARS(groups, lr=peak, momentum=s.momentum, trust_coefficient=OptimConfig.trust_coefficient)
-    elif s.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=peak, momentum=s.momentum, nesterov=s.nesterov and s.momentum > 0)
-    else:
-        raise ValueError(f"optimizer: unknown {s.optimizer!r}; expected sgd or lars")
-    warmup = min(total_steps, int(round(s.warmup_epochs * steps_per_epoch)))
-    return opt, cosine_schedule(peak, 0.0, total_steps, warmup)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for g in optimizer.param_groups:
-        g["lr"] = lr
+    """The optimizer and its per-step schedule (linear warm-up, then cosine to 0): the training loop's
+    own (:func:`selfsup.train.optim.build_optimizer`) from the :class:`OptimConfig` the settings
+    describe, so LARS, SGD and the schedule are one implementation."""
+    cfg = s.optim_config()
+    peak = scaled_lr(cfg, batch)
+    return build_train_optimizer(groups, cfg, peak), build_schedule(cfg, peak, total_steps, steps_per_epoch)
 
 
 def rank_loader(dataset: ViewDataset, batch: int, s: TrainSettings, device: torch.device):
@@ -199,7 +197,8 @@ def train_network(
     model, net = engine.wrap_model(model, device, sync_bn=True)
     sampler, loader = rank_loader(dataset, batch, s, device)
     total = sampler.steps_per_epoch * s.epochs
-    opt, lrs = build_optimizer(split_decay_groups(model.named_parameters()), s, batch, total, sampler.steps_per_epoch)
+    groups = split_decay_groups(model.named_parameters())
+    opt, schedule = build_optimizer(groups, s, batch, total, sampler.steps_per_epoch)
     bf16 = autocast(device)
     model.train()
     step, seen = 0, set()
@@ -208,7 +207,7 @@ def train_network(
         bad = torch.zeros((), dtype=torch.bool, device=device)
         for b in loader:
             warn_skipped(b["skipped"], seen)
-            set_lr(opt, float(lrs[step]))
+            schedule.apply(opt, step)
             with bf16:
                 loss = step_loss(net, b["views"][0].to(device, non_blocking=True), b["labels"].to(device))
             opt.zero_grad(set_to_none=True)

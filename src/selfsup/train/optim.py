@@ -103,8 +103,14 @@ def build_optimizer(
     if cfg.name == "lars":
         return LARS(groups, lr=lr, momentum=cfg.momentum, trust_coefficient=cfg.trust_coefficient, clip=cfg.lars_clip)
     if cfg.name == "sgd":
+        nesterov = cfg.nesterov and cfg.momentum > 0
         return torch.optim.SGD(
-            groups, lr=lr, momentum=cfg.momentum, fused=fused or None, foreach=None if fused else True
+            groups,
+            lr=lr,
+            momentum=cfg.momentum,
+            nesterov=nesterov,
+            fused=fused or None,
+            foreach=None if fused else True,
         )
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, fused=fused or None, foreach=None if fused else True)
