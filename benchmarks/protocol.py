@@ -401,7 +401,15 @@ def main() -> None:
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--test-limit", type=int, default=0, help="test images (0: all 10,000)")
     p.add_argument("--linear", action="store_true", help="also the fast linear probe, trained and random init")
-    p.add_argument("--set", dest="extra", action="append", default=[], help="extra config override (applied last)")
+    p.add_argument(
+        "--set",
+        dest="extra",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, applied last (several after one flag, or the flag repeated)",
+    )
     args = p.parse_args()
     impls = [i.strip() for i in args.impl.split(",") if i.strip()]
     if bad := set(impls) - {"selfsup", "lightly"}:
