@@ -26,12 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from protocol import COMMON, cifar_root, run
+from protocol import BACKBONES, COMMON, cifar_root, run_method
 from torch import nn
 
 import selfsup
 from selfsup import knn_eval
-from selfsup.app.runs import image_dataset as labelled_eval_dataset
+from selfsup.app.runs import image_dataset
 from selfsup.config import load_config
 from selfsup.data.batched import BatchedViews
 from selfsup.train.logging import read_metrics
@@ -60,7 +60,9 @@ class SplitBatchNorm(nn.BatchNorm2d):
 
 def reference(root: Path, epochs: int, seed: int = 0) -> tuple[dict, list[float]]:
     torch.manual_seed(seed)
-    cfg = load_config("mocov1-cifar10", [f"data.path={root / 'train'}", *COMMON, f"train.epochs={epochs}"])
+    # the earlier protocol's backbone, which the demo's torchvision ResNet-18 below is
+    overrides = [*COMMON, *BACKBONES["imagenet-stem"], f"train.epochs={epochs}"]
+    cfg = load_config("mocov1-cifar10", [f"data.path={root / 'train'}", *overrides])
     ds = selfsup.pretrain_dataset(cfg.data)
     images = torch.from_numpy(np.asarray(ds.source.images)[np.asarray(ds.indices)]).permute(0, 3, 1, 2).contiguous()
     views = BatchedViews(cfg.data.views)
@@ -106,8 +108,8 @@ def reference(root: Path, epochs: int, seed: int = 0) -> tuple[dict, list[float]
             step += 1
     train_s = time.perf_counter() - t0
     v = cfg.data.views[0]
-    bank = labelled_eval_dataset(str(root / "train"), v.size, cfg.data.limit, v.mean, v.std)
-    test = labelled_eval_dataset(str(root / "test"), v.size, 2000, v.mean, v.std)
+    bank = image_dataset(str(root / "train"), v.size, cfg.data.limit, v.mean, v.std)
+    test = image_dataset(str(root / "test"), v.size, 2000, v.mean, v.std)
     q_enc.fc = nn.Identity()
     top1 = knn_eval(q_enc.eval(), bank, test, 200, 0.1)["top1"]
     figures = {"implementation": "reference", "epochs": epochs, "top1": round(top1, 4)}
@@ -122,9 +124,16 @@ def main() -> None:
     root = cifar_root(args.data)
     ref, ref_losses = reference(root, args.epochs)
     print(json.dumps(ref), flush=True)
+    protocol_args = argparse.Namespace(
+        num_workers=0,
+        backbone="imagenet-stem",
+        extra=[f"train.epochs={args.epochs}", "train.log_every=1"],
+        test_limit=2000,
+        linear=False,
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        ours = run("mocov1", root, Path(tmp) / "run", [f"train.epochs={args.epochs}", "train.log_every=1"], 0, 2000)
-        our_losses = [r["loss"] for r in read_metrics(Path(tmp) / "run") if "loss" in r]
+        (ours,) = run_method("mocov1", root, protocol_args, ["selfsup"], [0], Path(tmp))
+        our_losses = [r["loss"] for r in read_metrics(Path(tmp) / "mocov1" / "selfsup-seed0") if "loss" in r]
     print(json.dumps({"implementation": "selfsup", **ours}), flush=True)
     curve = {s: [round(ref_losses[s], 3), round(our_losses[s], 3)] for s in range(0, len(ref_losses), 20)}
     print(json.dumps({"loss_every_20_steps (reference, selfsup)": curve}), flush=True)

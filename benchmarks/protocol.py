@@ -52,7 +52,7 @@ import torch
 
 import selfsup
 from selfsup import build_from_config, knn_eval
-from selfsup.app.runs import image_dataset as labelled_eval_dataset
+from selfsup.app.runs import image_dataset
 from selfsup.config import load_config
 from selfsup.data.archive import ensure_extracted
 from selfsup.eval import linear_probe
@@ -248,7 +248,7 @@ class Decoded(torch.utils.data.Dataset):
 
 @functools.cache
 def decoded_eval_set(path: str, size: int, limit: int, mean: tuple, std: tuple) -> Decoded:
-    return Decoded(labelled_eval_dataset(path, size, limit, mean, std))
+    return Decoded(image_dataset(path, size, limit, mean, std))
 
 
 def run_method(method: str, root: Path, args, impls: list[str], seeds: list[int], out_root: Path) -> list[dict]:
