@@ -65,7 +65,7 @@ def reference(root: Path, epochs: int, seed: int = 0) -> tuple[dict, list[float]
     cfg = load_config("mocov1-cifar10", [f"data.path={root / 'train'}", *overrides])
     ds = selfsup.pretrain_dataset(cfg.data)
     images = torch.from_numpy(np.asarray(ds.source.images)[np.asarray(ds.indices)]).permute(0, 3, 1, 2).contiguous()
-    views = BatchedViews(cfg.data.views)
+    views = BatchedViews(cfg.data.views, cfg.data.mean, cfg.data.std)
     K, m, T, bs = 4096, 0.99, 0.1, cfg.train.batch_size
 
     def encoder() -> nn.Module:
@@ -107,9 +107,9 @@ def reference(root: Path, epochs: int, seed: int = 0) -> tuple[dict, list[float]
             losses.append(loss.item())
             step += 1
     train_s = time.perf_counter() - t0
-    v = cfg.data.views[0]
-    bank = image_dataset(str(root / "train"), v.size, cfg.data.limit, v.mean, v.std)
-    test = image_dataset(str(root / "test"), v.size, 2000, v.mean, v.std)
+    d, size = cfg.data, cfg.data.views[0].size
+    bank = image_dataset(str(root / "train"), size, d.limit, d.mean, d.std)
+    test = image_dataset(str(root / "test"), size, 2000, d.mean, d.std)
     q_enc.fc = nn.Identity()
     top1 = knn_eval(q_enc.eval(), bank, test, 200, 0.1)["top1"]
     figures = {"implementation": "reference", "epochs": epochs, "top1": round(top1, 4)}

@@ -265,9 +265,9 @@ def run_method(method: str, root: Path, args, impls: list[str], seeds: list[int]
     rows = []
     for seed in seeds:
         cfg = configure(method, root, args, seed)
-        v = cfg.data.views[0]
-        bank = decoded_eval_set(str(root / "train"), v.size, cfg.data.limit, v.mean, v.std)
-        test = decoded_eval_set(str(root / "test"), v.size, args.test_limit, v.mean, v.std)
+        d, size = cfg.data, cfg.data.views[0].size
+        bank = decoded_eval_set(str(root / "train"), size, d.limit, d.mean, d.std)
+        test = decoded_eval_set(str(root / "test"), size, args.test_limit, d.mean, d.std)
         # bank: exactly the pretraining subset (same limit and seed)
         pre = selfsup.pretrain_dataset(cfg.data)
         assert [bank.source.name(i) for i in bank.indices] == [pre.source.name(i) for i in pre.indices]

@@ -194,7 +194,7 @@ def variant_model_only(args) -> float:
     return _time_steps(step, args.warmup, args.steps, args.batch)
 
 
-def _lightly_view_kwargs(v) -> dict:
+def _lightly_view_kwargs(v, data) -> dict:
     """lightly's colour-jitter and crop arguments for one of our view specs (same strengths)."""
     return dict(
         cj_prob=v.jitter_p,
@@ -205,7 +205,7 @@ def _lightly_view_kwargs(v) -> dict:
         cj_hue=v.hue,
         random_gray_scale=v.grayscale_p,
         hf_prob=v.hflip_p,
-        normalize={"mean": list(v.mean), "std": list(v.std)},
+        normalize={"mean": list(data.mean), "std": list(data.std)},
     )
 
 
@@ -231,7 +231,7 @@ def _lightly_model(args, cfg, device):
         from lightly.transforms import SimCLRTransform
 
         v = views[0]
-        kw = _lightly_view_kwargs(v)
+        kw = _lightly_view_kwargs(v, cfg.data)
         kw.update(cj_strength=v.brightness / 0.8)
         for k in ("cj_bright", "cj_contrast", "cj_sat", "cj_hue"):
             kw.pop(k)
@@ -256,14 +256,14 @@ def _lightly_model(args, cfg, device):
                 min_scale=v1.scale[0],
                 gaussian_blur=v1.blur_p,
                 solarization_prob=v1.solarize_p,
-                **_lightly_view_kwargs(v1),
+                **_lightly_view_kwargs(v1, cfg.data),
             ),
             view_2_transform=BYOLView2Transform(
                 input_size=args.size,
                 min_scale=v2.scale[0],
                 gaussian_blur=v2.blur_p,
                 solarization_prob=v2.solarize_p,
-                **_lightly_view_kwargs(v2),
+                **_lightly_view_kwargs(v2, cfg.data),
             ),
         )
         proj = BYOLProjectionHead(512, m.proj_hidden_dim, m.proj_out_dim).to(device)
@@ -290,7 +290,7 @@ def _lightly_model(args, cfg, device):
         from lightly.transforms import DINOTransform
 
         g, local = views[0], views[-1]
-        kw = _lightly_view_kwargs(g)
+        kw = _lightly_view_kwargs(g, cfg.data)
         transform = DINOTransform(
             global_crop_size=g.size,
             global_crop_scale=tuple(g.scale),

@@ -62,7 +62,7 @@ def tiny_config(method: str, size: int = 16, batch: int = 8, extra: list[str] | 
 
 def tiny_dataset(cfg: Config, n: int = 16, seed: int = 0) -> ViewDataset:
     src = blob_images(n, size=2 * max(v.size for v in cfg.data.views), seed=seed)
-    return ViewDataset(src, [view_transform(s) for s in expand_views(cfg.data.views)])
+    return ViewDataset(src, [view_transform(s, cfg.data.mean, cfg.data.std) for s in expand_views(cfg.data.views)])
 
 
 def tiny_views(cfg: Config, batch: int = 8, seed: int = 0) -> list[torch.Tensor]:

@@ -62,6 +62,7 @@ def test_overrides_are_typed_and_reach_lists():
         ("method.temprature=0.1", "method.temprature"),
         ("method.name=nope", "nope"),
         ("train", "key=value"),
+        ("data.views.0.mean=[0.5, 0.5, 0.5]", "set data.mean"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
@@ -86,3 +87,22 @@ def test_unknown_preset_and_bad_yaml(tmp_path):
     p.write_text("train: [\n")
     with pytest.raises(ConfigError, match="bad.yaml"):
         load_config(str(p))
+
+
+def test_normalization_is_the_datasets_and_old_records_read_as_such(tmp_path):
+    """``data.mean``/``data.std`` normalize every view and evaluation; a record written when each view
+    held them (``data.views.N.mean``) reads back with the same statistics, and unequal ones are refused."""
+    from selfsup.app.runs import config_from_record
+    from selfsup.data import pretrain_dataset
+
+    cfg = load_config("simclr-cifar10", ["data.source=digits", "data.mean=[0.2, 0.3, 0.4]", "data.std=[0.5, 0.5, 0.5]"])
+    assert cfg.data.mean == (0.2, 0.3, 0.4)
+    view = pretrain_dataset(cfg.data).transforms[0].transforms[-1]  # torchvision's Normalize, last
+    assert list(view.mean) == [0.2, 0.3, 0.4] and list(view.std) == [0.5, 0.5, 0.5]
+    record = cfg.to_dict()
+    old = {**record, "data": {k: v for k, v in record["data"].items() if k not in ("mean", "std")}}
+    old["data"]["views"] = [{**v, "mean": [0.2, 0.3, 0.4], "std": [0.5, 0.5, 0.5]} for v in record["data"]["views"]]
+    assert config_from_record(old, "run.json").to_dict() == record
+    old["data"]["views"].append({**old["data"]["views"][0], "mean": [0.1, 0.1, 0.1]})
+    with pytest.raises(ConfigError, match=r"run\.json: data\.views hold different mean"):
+        config_from_record(old, "run.json")

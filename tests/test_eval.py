@@ -337,14 +337,13 @@ def test_cli_linear(capsys, run_dir, folders):
     res = _cli(capsys, "linear", *common, "--epochs", 5, "--batch-size", 8)
     assert res["variant"] == "fast" and res["n_train"] == 24 and res["n_test"] == 16
     encoder, cfg = selfsup.load_encoder(run_dir)
-    tf = [eval_transform(cfg.data.views[0].size, cfg.data.views[0].mean, cfg.data.views[0].std)]
+    tf = [eval_transform(cfg.data.views[0].size, cfg.data.mean, cfg.data.std)]
     tr = ViewDataset(FileSource.scan(train, True), tf)
     te = ViewDataset(FileSource.scan(test, True), tf)
     ref = linear_probe(encoder, tr, te, 4, LinearConfig(epochs=5, batch_size=8))
     assert (res["top1"], res["top5"]) == (ref["top1"], ref["top5"])
     res = _cli(capsys, "linear", *common, "--epochs", 1, "--batch-size", 8, "--augment", "--bn")
-    v = cfg.data.views[0]
-    aug = ViewDataset(tr.source, [train_transform(v.size, v.mean, v.std)])
+    aug = ViewDataset(tr.source, [train_transform(cfg.data.views[0].size, cfg.data.mean, cfg.data.std)])
     ref = linear_probe(encoder, aug, te, 4, LinearConfig(epochs=1, batch_size=8, bn=True), augment=True)
     assert res["variant"] == "augment" and (res["top1"], res["top5"]) == (ref["top1"], ref["top5"])
     _cli_fails(capsys, "linear", *common, "--epochs", 0)
@@ -428,8 +427,8 @@ def test_cli_embed(capsys, run_dir, folders, tmp_path):
     src = FileSource.scan(test, True)
     assert res["n"] == 16 and got["names"] == [src.name(i) for i in range(len(src))]
     encoder, cfg = selfsup.load_encoder(run_dir)
-    v = cfg.data.views[0]
-    ref, ref_y = extract_features(encoder, ViewDataset(src, [eval_transform(v.size, v.mean, v.std)]), normalize=False)
+    tf = eval_transform(cfg.data.views[0].size, cfg.data.mean, cfg.data.std)
+    ref, ref_y = extract_features(encoder, ViewDataset(src, [tf]), normalize=False)
     torch.testing.assert_close(got["features"], ref)
     assert torch.equal(got["labels"], ref_y)
     _cli(capsys, "embed", *common, "--out", tmp_path / "e.pt", "--normalize")

@@ -23,8 +23,8 @@ from selfsup.config import list_presets, load_config
 from selfsup.methods import METHODS
 from selfsup.train.optim import scaled_lr
 
-CIFAR_MEAN_STD = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}  # solo-learn's cifar10
-DEMO_MEAN_STD = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2023, 0.1994, 0.2010)}  # moco_cifar10_demo.ipynb
+CIFAR_MEAN_STD = {"data.mean": (0.4914, 0.4822, 0.4465), "data.std": (0.2470, 0.2435, 0.2616)}  # solo-learn's cifar10
+DEMO_MEAN_STD = {"data.mean": (0.4914, 0.4822, 0.4465), "data.std": (0.2023, 0.1994, 0.2010)}  # moco_cifar10_demo.ipynb
 SIMCLR_JITTER = {"jitter_p": 0.8, "brightness": 0.8, "contrast": 0.8, "saturation": 0.8, "hue": 0.2, "grayscale_p": 0.2}
 HALF_JITTER = {"jitter_p": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1, "grayscale_p": 0.2}
 BYOL_JITTER = {"jitter_p": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1, "grayscale_p": 0.2}
@@ -107,7 +107,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "effective_lr": 4.8,
         "exclude_bias_norm": True,
         "deviations": {
-            "data.views.0.mean": ((0.485, 0.456, 0.406), None, "the official pipeline feeds [0, 1] pixels"),
+            "data.mean": ((0.485, 0.456, 0.406), None, "the official pipeline feeds [0, 1] pixels"),
         },
     },
     "simclr-cifar10": {
@@ -133,7 +133,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "effective_lr": 2.0,
         "exclude_bias_norm": True,
         "deviations": {
-            "data.views.0.mean": (CIFAR_MEAN_STD["mean"], None, "the official pipeline feeds [0, 1] pixels"),
+            "data.mean": (CIFAR_MEAN_STD["data.mean"], None, "the official pipeline feeds [0, 1] pixels"),
         },
     },
     "simclr-demo": {
@@ -160,9 +160,9 @@ RECIPES: dict[str, dict[str, Any]] = {
                 hflip_p=0.0,
                 grayscale_p=0.0,
                 blur_p=0.0,
-                mean=(0.5, 0.5, 0.5),
-                std=(0.5, 0.5, 0.5),
             ),
+            "data.mean": (0.5, 0.5, 0.5),
+            "data.std": (0.5, 0.5, 0.5),
         },
         "effective_lr": 1.0,
         "exclude_bias_norm": True,
@@ -274,6 +274,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "RandomResizedCrop(32), ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, RandomGrayscale(0.2); "
         "SGD(model.parameters(), momentum 0.9); resnet18 with a 3x3 stride-1 conv1, no max-pool, fc 128",
         "values": {
+            **DEMO_MEAN_STD,
             "method.name": "mocov1",
             "method.temperature": 0.1,
             "method.momentum": 0.99,
@@ -304,7 +305,6 @@ RECIPES: dict[str, dict[str, Any]] = {
                 **HALF_JITTER,
                 blur_p=0.0,
                 interpolation="bilinear",
-                **DEMO_MEAN_STD,
             ),
         },
         "effective_lr": 0.06,
@@ -350,6 +350,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mocov2-cifar10": {
         "source": f"{MOCO_DEMO} (as mocov1-cifar10), with MoCo v2's MLP head ({MOCO} moco/builder.py:44-51)",
         "values": {
+            **DEMO_MEAN_STD,
             "method.name": "mocov2",
             "method.temperature": 0.1,
             "method.momentum": 0.99,
@@ -376,7 +377,6 @@ RECIPES: dict[str, dict[str, Any]] = {
                 **HALF_JITTER,
                 blur_p=0.0,
                 interpolation="bilinear",
-                **DEMO_MEAN_STD,
             ),
         },
         "effective_lr": 0.06,
@@ -460,6 +460,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "augmentations/asymmetric.yaml, solo/methods/mocov3.py:55-75 (ResNet: 2-layer heads, predictor without "
         f"last BN); {SOLO_COMMON}",
         "values": {
+            **CIFAR_MEAN_STD,
             "method.name": "mocov3",
             "method.temperature": 0.2,
             "method.momentum": 0.99,
@@ -483,7 +484,7 @@ RECIPES: dict[str, dict[str, Any]] = {
             "optim.min_lr": 0.0,
             "train.batch_size": 256,
             "train.epochs": 1000,
-            **asymmetric(32, blur=(0.0, 0.0), **CIFAR_MEAN_STD),
+            **asymmetric(32, blur=(0.0, 0.0)),
         },
         "effective_lr": 0.3,
         "exclude_bias_norm": True,
@@ -573,6 +574,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "clip_lr, batch 256, 1000 epochs), augmentations/symmetric.yaml (2 crops of 32, jitter 0.8/0.8/0.8/0.2 "
         f"p=0.8, grayscale 0.2, blur 0.5), solo/methods/swav.py:102-103 (sk_epsilon 0.05, sk_iters 3); {SOLO_COMMON}",
         "values": {
+            **CIFAR_MEAN_STD,
             "method.name": "swav",
             "method.temperature": 0.1,
             "method.epsilon": 0.05,
@@ -606,7 +608,6 @@ RECIPES: dict[str, dict[str, Any]] = {
                 blur_p=0.5,
                 solarize_p=0.0,
                 interpolation="bicubic",
-                **CIFAR_MEAN_STD,
             ),
             **views(
                 1,
@@ -617,7 +618,6 @@ RECIPES: dict[str, dict[str, Any]] = {
                 blur_p=0.5,
                 solarize_p=0.0,
                 interpolation="bicubic",
-                **CIFAR_MEAN_STD,
             ),
         },
         "effective_lr": 0.6,
@@ -719,6 +719,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "lars lr 1.0, wd 1e-5, eta 0.02, clip_lr, exclude_bias_n_norm, batch 256, 1000 epochs), "
         f"augmentations/asymmetric.yaml; {SOLO_COMMON}",
         "values": {
+            **CIFAR_MEAN_STD,
             "method.name": "byol",
             "method.momentum": 0.99,
             "method.momentum_end": 1.0,
@@ -739,7 +740,7 @@ RECIPES: dict[str, dict[str, Any]] = {
             "optim.min_lr": 0.0,
             "train.batch_size": 256,
             "train.epochs": 1000,
-            **asymmetric(32, blur=(0.0, 0.0), **CIFAR_MEAN_STD),
+            **asymmetric(32, blur=(0.0, 0.0)),
         },
         "effective_lr": 1.0,
         "exclude_bias_norm": True,
@@ -781,6 +782,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "eta 0.02, clip_lr, exclude_bias_n_norm, batch 256, 1000 epochs), solo/methods/barlow_twins.py:77 "
         f"(lamb 0.0051), augmentations/asymmetric.yaml; {SOLO_COMMON}",
         "values": {
+            **CIFAR_MEAN_STD,
             "method.name": "barlowtwins",
             "method.proj_hidden_dim": 2048,
             "method.proj_out_dim": 2048,
@@ -802,7 +804,7 @@ RECIPES: dict[str, dict[str, Any]] = {
             "optim.min_lr": 0.0,
             "train.batch_size": 256,
             "train.epochs": 1000,
-            **asymmetric(32, blur=(0.0, 0.0), **CIFAR_MEAN_STD),
+            **asymmetric(32, blur=(0.0, 0.0)),
         },
         "effective_lr": 0.3,
         "exclude_bias_norm": True,
@@ -967,6 +969,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "teacher 0.04 over 0 epochs), solo/losses/dino.py:37 (center 0.9), augmentations/asymmetric.yaml; "
         f"{SOLO_COMMON}",
         "values": {
+            **CIFAR_MEAN_STD,
             "method.name": "dino",
             "method.out_dim": 4096,
             "method.hidden_dim": 2048,
@@ -996,7 +999,7 @@ RECIPES: dict[str, dict[str, Any]] = {
             "optim.clip_grad": 0.0,
             "train.batch_size": 256,
             "train.epochs": 1000,
-            **asymmetric(32, blur=(0.0, 0.0), **CIFAR_MEAN_STD),
+            **asymmetric(32, blur=(0.0, 0.0)),
         },
         "effective_lr": 0.3,
         "exclude_bias_norm": True,

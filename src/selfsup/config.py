@@ -52,8 +52,6 @@ class ViewSpec:
     #: resampling of the resized crop: bicubic (SimCLR, BYOL, Barlow Twins, DINO) or torchvision's
     #: default bilinear (MoCo v1/v2/v3, SwAV, SimSiam)
     interpolation: Literal["bicubic", "bilinear"] = "bicubic"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
 
 
 @dataclass
@@ -74,6 +72,9 @@ class DataConfig:
     #: images must have one size, or ``cache_size`` > 0 fits each to a square of that side first.
     cache: bool = False
     cache_size: int = 0
+    #: the dataset's channel statistics: every view and every evaluation image is normalized with them
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     views: list[ViewSpec] = field(default_factory=lambda: [ViewSpec(count=2)])
 
 
@@ -254,7 +255,8 @@ def _set_path(d: Any, path: list[str], value: Any, full: str) -> None:
                 d = d[int(part)]
         elif isinstance(d, dict):
             if part not in d:
-                raise ConfigError(f"unknown key {full!r}")
+                hint = f": normalization is the dataset's: set data.{part}" if path[:2] == ["data", "views"] else ""
+                raise ConfigError(f"unknown key {full!r}{hint if part in ('mean', 'std') else ''}")
             if last:
                 d[part] = value
             else:
@@ -305,6 +307,8 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
+    if cls is ViewSpec and unknown and unknown[0] in ("mean", "std"):
+        raise ConfigError(f"{prefix + unknown[0]}: normalization is the dataset's: set data.{unknown[0]}")
     if unknown:
         raise ConfigError(f"unknown key {prefix + unknown[0]!r}; valid keys: {', '.join(sorted(names))}")
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}

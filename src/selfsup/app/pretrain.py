@@ -58,9 +58,9 @@ def knn_monitor(cfg: Config):
     """A kNN evaluation closure for the training loop, or None when ``knn.every`` is 0."""
     if not (cfg.knn.every and cfg.knn.train and cfg.knn.test):
         return None
-    v = cfg.data.views[0]
-    train_ds = image_dataset(cfg.knn.train, v.size, cfg.knn.limit_train, v.mean, v.std)
-    test_ds = image_dataset(cfg.knn.test, v.size, cfg.knn.limit_test, v.mean, v.std)
+    d = cfg.data
+    train_ds = image_dataset(cfg.knn.train, d.views[0].size, cfg.knn.limit_train, d.mean, d.std)
+    test_ds = image_dataset(cfg.knn.test, d.views[0].size, cfg.knn.limit_test, d.mean, d.std)
 
     def monitor(encoder: nn.Module) -> dict[str, float]:
         k, t, bs, nw = cfg.knn.k, cfg.knn.temperature, cfg.knn.batch_size, cfg.data.num_workers
@@ -107,9 +107,9 @@ def demo(out: str | Path = "runs/demo", overrides: Sequence[str] = ()) -> dict[s
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
-    v, k, t = cfg.data.views[0], cfg.knn.k, cfg.knn.temperature
-    train_ds = image_dataset("digits:train", v.size, 0, v.mean, v.std)
-    test_ds = image_dataset("digits:test", v.size, 0, v.mean, v.std)
+    d, k, t = cfg.data, cfg.knn.k, cfg.knn.temperature
+    train_ds = image_dataset("digits:train", d.views[0].size, 0, d.mean, d.std)
+    test_ds = image_dataset("digits:test", d.views[0].size, 0, d.mean, d.std)
     random_init = knn_eval(build_from_config(cfg).encoder, train_ds, test_ds, k, t)
     t0 = time.time()
     res = pretrain(cfg, out)
@@ -117,7 +117,7 @@ def demo(out: str | Path = "runs/demo", overrides: Sequence[str] = ()) -> dict[s
     return {
         "method": "simclr",
         "backbone": cfg.backbone.name,
-        "image_size": v.size,
+        "image_size": d.views[0].size,
         "n_train": len(train_ds),
         "n_test": len(test_ds),
         "k": k,

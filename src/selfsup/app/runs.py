@@ -36,7 +36,20 @@ def build_from_config(cfg: Config) -> Method:
 
 
 def config_from_record(record: dict[str, Any], where: str | Path) -> Config:
-    """The config stored in a file; an invalid record is an error naming the file."""
+    """The config stored in a file; an invalid record is an error naming the file.
+
+    Records written before normalization moved from the views to the dataset (``data.views.N.mean``
+    and ``.std``, equal in every view) read as ``data.mean`` and ``data.std``."""
+    data = record.get("data")
+    if isinstance(data, dict) and isinstance(data.get("views"), list):
+        views = [dict(v) if isinstance(v, dict) else v for v in data["views"]]
+        for key in ("mean", "std"):
+            found = [v.pop(key) for v in views if isinstance(v, dict) and key in v]
+            if found:
+                if any(list(f) != list(found[0]) for f in found):
+                    raise ConfigError(f"{where}: data.views hold different {key} values; one data.{key} is needed")
+                data = {**data, key: data.get(key, found[0])}
+        record = {**record, "data": {**data, "views": views}}
     try:
         return from_dict(Config, record)
     except ConfigError as e:
@@ -164,23 +177,23 @@ def image_dataset(
     """Images for evaluation at ``size``: an ImageFolder tree, or a built-in source as ``digits:train``,
     ``cifar10:test:ROOT`` ...; a fixed-seed subset of ``limit``. Centre crops, or random resized
     crops and flips with ``augment``. ``labelled=False`` accepts a plain folder of images too."""
-    spec = ViewSpec(size=size, mean=tuple(mean), std=tuple(std))
+    norm = {"mean": tuple(mean), "std": tuple(std), "views": [ViewSpec(size=size)]}
     kind, _, rest = path.partition(":")
     if kind in BUILTIN_SOURCES:
         split, _, root = rest.partition(":")
-        dc = DataConfig(source=kind, path=root, split=split or "train", limit=limit, views=[spec])
+        dc = DataConfig(source=kind, path=root, split=split or "train", limit=limit, **norm)
     else:
-        dc = DataConfig(source="imagefolder" if labelled else "auto", path=path, limit=limit, views=[spec])
+        dc = DataConfig(source="imagefolder" if labelled else "auto", path=path, limit=limit, **norm)
     ds = eval_dataset(dc, size)
     if labelled and (ds.labels < 0).any():
         raise DataError(f"{path}: evaluation needs labels (an ImageFolder tree with one sub-folder per class)")
     ds.check_readable()
-    return ViewDataset(ds.source, [train_transform(size, spec.mean, spec.std)], ds.indices) if augment else ds
+    return ViewDataset(ds.source, [train_transform(size, dc.mean, dc.std)], ds.indices) if augment else ds
 
 
 def run_dataset(
     path: str, cfg: Config, limit: int = 0, size: int | None = None, *, labelled: bool = True, augment: bool = False
 ) -> ViewDataset:
     """:func:`image_dataset` at the run's image size (or ``size``) and normalization."""
-    v = cfg.data.views[0]
-    return image_dataset(path, size or v.size, limit, v.mean, v.std, labelled=labelled, augment=augment)
+    d = cfg.data
+    return image_dataset(path, size or d.views[0].size, limit, d.mean, d.std, labelled=labelled, augment=augment)

@@ -26,7 +26,9 @@ def pretrain_dataset(cfg: DataConfig) -> ViewDataset:
             source = FileSource(source.root, [source.files[i] for i in idx], source.labels[idx], source.classes)
         source = decoded(source, cfg.cache_size)
         idx = np.setdiff1d(np.arange(len(source)), np.asarray(sorted(getattr(source, "unreadable", ())), dtype=int))
-    transforms = [] if cfg.augment == "batched" else [view_transform(s) for s in expand_views(cfg.views)]
+    transforms = (
+        [] if cfg.augment == "batched" else [view_transform(s, cfg.mean, cfg.std) for s in expand_views(cfg.views)]
+    )
     dataset = ViewDataset(source, transforms, idx)
     dataset.batch_augment = batch_augment(cfg)  # what the training loop applies to its raw batches
     return dataset
@@ -34,15 +36,14 @@ def pretrain_dataset(cfg: DataConfig) -> ViewDataset:
 
 def batch_augment(cfg: DataConfig) -> BatchedViews | None:
     """The on-device augmentation of ``cfg.augment == "batched"`` (None for the per-image path)."""
-    return BatchedViews(cfg.views) if cfg.augment == "batched" else None
+    return BatchedViews(cfg.views, cfg.mean, cfg.std) if cfg.augment == "batched" else None
 
 
 def eval_dataset(cfg: DataConfig, size: int) -> ViewDataset:
     """Single centre-cropped view per image with labels, for kNN and feature extraction."""
     source = build_source(cfg)
     idx = subset_indices(len(source), cfg.limit, cfg.limit_seed)
-    spec = cfg.views[0]
-    return ViewDataset(source, [eval_transform(size, spec.mean, spec.std)], idx)
+    return ViewDataset(source, [eval_transform(size, cfg.mean, cfg.std)], idx)
 
 
 __all__ = [

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..config import ViewSpec
+from ..config import IMAGENET_MEAN, IMAGENET_STD, ViewSpec
 from .views import blur_kernel_size, expand_views
 
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
@@ -206,8 +206,11 @@ def _where(mask: torch.Tensor, fn, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def apply_view(x: torch.Tensor, spec: ViewSpec, p: ViewParams) -> torch.Tensor:
-    """One view of the uint8 or [0, 1] float batch ``x`` ``(B, 3, H, W)``: float, normalized."""
+def apply_view(
+    x: torch.Tensor, spec: ViewSpec, p: ViewParams, mean=IMAGENET_MEAN, std=IMAGENET_STD
+) -> torch.Tensor:
+    """One view of the uint8 or [0, 1] float batch ``x`` ``(B, 3, H, W)``: float, normalized with the
+    dataset's ``mean`` and ``std``."""
     if x.dtype == torch.uint8:
         x = x.float().div_(255)
     y = resized_crop(x, p.boxes, spec.size)
@@ -223,24 +226,26 @@ def apply_view(x: torch.Tensor, spec: ViewSpec, p: ViewParams) -> torch.Tensor:
         y = _where(p.blur, lambda z, i: gaussian_blur(z, k, p.sigma[i]), y)
     if spec.solarize_p > 0:
         y = _where(p.solarize, lambda z, i: torch.where(z >= 0.5, 1.0 - z, z), y)
-    mean = torch.tensor(spec.mean, device=y.device, dtype=y.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=y.device, dtype=y.dtype).view(1, 3, 1, 1)
-    return (y - mean) / std
+    m = torch.tensor(mean, device=y.device, dtype=y.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=y.device, dtype=y.dtype).view(1, 3, 1, 1)
+    return (y - m) / s
 
 
 class BatchedViews:
-    """Callable ``(uint8 batch, seed) -> list of views`` for a method's view specs.
+    """Callable ``(uint8 batch, seed) -> list of views`` for a method's view specs, normalized with the
+    dataset's ``mean`` and ``std``.
 
     Parameters are drawn on the CPU from a generator seeded with ``seed`` (the loop derives it from
     the batch's sample seeds, so a resumed run draws the same views), then applied on the batch's
     device.
     """
 
-    def __init__(self, specs: list[ViewSpec]) -> None:
+    def __init__(self, specs: list[ViewSpec], mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
         self.specs = expand_views(specs)
+        self.mean, self.std = tuple(mean), tuple(std)
 
     def __call__(self, images: torch.Tensor, seed: int) -> list[torch.Tensor]:
         g = torch.Generator().manual_seed(seed)
         x = images.float().div_(255) if images.dtype == torch.uint8 else images
         n, _, h, w = x.shape
-        return [apply_view(x, s, sample_params(s, n, h, w, g)) for s in self.specs]
+        return [apply_view(x, s, sample_params(s, n, h, w, g), self.mean, self.std) for s in self.specs]

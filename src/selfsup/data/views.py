@@ -11,7 +11,7 @@ from PIL import Image, ImageFilter
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from ..config import ViewSpec
+from ..config import IMAGENET_MEAN, IMAGENET_STD, ViewSpec
 
 
 def blur_kernel_size(spec: ViewSpec) -> int:
@@ -38,8 +38,9 @@ class PILGaussianBlur(torch.nn.Module):
         return img.filter(ImageFilter.GaussianBlur(radius=s))
 
 
-def view_transform(spec: ViewSpec) -> T.Compose:
-    """PIL image -> normalized float tensor ``(3, size, size)`` for one view of this spec.
+def view_transform(spec: ViewSpec, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> T.Compose:
+    """PIL image -> float tensor ``(3, size, size)`` for one view of this spec, normalized with the
+    dataset's ``mean`` and ``std`` (``DataConfig.mean``, ``.std``).
 
     The augmentations run on the PIL image (Pillow's C kernels are the fastest per-image path on a
     CPU); randomness comes from torch's RNG, which the dataset seeds per sample.
@@ -64,11 +65,11 @@ def view_transform(spec: ViewSpec) -> T.Compose:
         ops.append(T.RandomApply([PILGaussianBlur(spec.blur_sigma)], p=spec.blur_p))
     if spec.solarize_p > 0:
         ops.append(T.RandomSolarize(threshold=128, p=spec.solarize_p))
-    ops += [T.PILToTensor(), T.ToDtype(torch.float32, scale=True), T.Normalize(spec.mean, spec.std)]
+    ops += [T.PILToTensor(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
     return T.Compose(ops)
 
 
-def eval_transform(size: int, mean=ViewSpec.mean, std=ViewSpec.std) -> T.Compose:
+def eval_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> T.Compose:
     """Resize (shorter side to size/0.875 for ImageNet-sized inputs, to ``size`` for small ones),
     centre crop, normalize: the standard evaluation pre-processing."""
     resize = int(round(size / 0.875)) if size >= 64 else size

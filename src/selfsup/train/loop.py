@@ -74,7 +74,7 @@ def fit(
     # -- setup ------------------------------------------------------------------------------------
     augment = augment if augment is not None else dataset.batch_augment
     if dataset.raw and augment is None:
-        raise ConfigError("the dataset yields raw images (data.augment=batched): pass augment=BatchedViews(views)")
+        raise ConfigError("the dataset yields raw images (data.augment=batched): pass augment=BatchedViews(...)")
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoints" / "last.pt" if out is not None else None
     device = dist.setup_device(train.device)
