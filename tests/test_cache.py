@@ -67,3 +67,34 @@ def test_batched_dataset_uses_the_cache_and_skips_unreadable(tmp_path, monkeypat
     views, label, skipped = ds[(0, 0)]
     assert views[0].dtype.is_floating_point is False and views[0].shape == (3, 10, 12)
     assert len(ds.batch_augment(views[0][None], seed=0)) == 2
+
+
+def test_auto_augmentation_picks_the_batched_path_when_it_can(tmp_path, monkeypatch):
+    """``data.augment: auto``: in-memory sources and folders of one size go batched (the folder decoded
+    once); folders of several sizes, or too large for the cache, go per image, and say why only once."""
+    import selfsup.data.cache as cache
+
+    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
+    views = [ViewSpec(count=2, size=8)]
+    assert pretrain_dataset(DataConfig(source="digits", views=views)).raw  # in memory
+    _tree(tmp_path / "same")
+    ds = pretrain_dataset(DataConfig(path=str(tmp_path / "same"), views=views))
+    assert ds.raw and ds.batch_augment is not None and isinstance(ds.source.images, np.memmap)
+    assert np.array_equal(
+        ds[(0, 0)][0][0].permute(1, 2, 0).numpy(), FileSource.scan(tmp_path / "same", True).load_array(0)
+    )
+
+    _tree(tmp_path / "mixed")
+    Image.new("RGB", (30, 20), (10, 20, 30)).save(tmp_path / "mixed" / "b" / "big.png")
+    ds = pretrain_dataset(DataConfig(path=str(tmp_path / "mixed"), views=views))
+    assert not ds.raw and ds.batch_augment is None and ds[(0, 0)][0][0].shape == (3, 8, 8)
+    marks = [p for p in (tmp_path / "cache" / "decoded").glob("*.json") if "mixed_sizes" in p.read_text()]
+    assert len(marks) == 1 and "big.png" in marks[0].read_text()
+    with pytest.raises(cache.MixedSizes, match="big.png"):  # asked for explicitly: an error naming the file
+        pretrain_dataset(DataConfig(path=str(tmp_path / "mixed"), augment="batched", views=views))
+
+    monkeypatch.setattr(cache, "CACHE_SHARE", 1e-12)  # nothing fits: per image, and nothing written
+    _tree(tmp_path / "large")
+    before = sorted((tmp_path / "cache" / "decoded").iterdir())
+    assert not pretrain_dataset(DataConfig(path=str(tmp_path / "large"), views=views)).raw
+    assert sorted((tmp_path / "cache" / "decoded").iterdir()) == before

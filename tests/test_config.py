@@ -97,8 +97,12 @@ def test_normalization_is_the_datasets_and_old_records_read_as_such(tmp_path):
 
     cfg = load_config("simclr-cifar10", ["data.source=digits", "data.mean=[0.2, 0.3, 0.4]", "data.std=[0.5, 0.5, 0.5]"])
     assert cfg.data.mean == (0.2, 0.3, 0.4)
+    batched = pretrain_dataset(cfg.data).batch_augment  # digits are in memory: batched views
+    assert batched.mean == (0.2, 0.3, 0.4) and batched.std == (0.5, 0.5, 0.5)
+    cfg.data.augment = "pil"
     view = pretrain_dataset(cfg.data).transforms[0].transforms[-1]  # torchvision's Normalize, last
     assert list(view.mean) == [0.2, 0.3, 0.4] and list(view.std) == [0.5, 0.5, 0.5]
+    cfg.data.augment = "auto"
     record = cfg.to_dict()
     old = {**record, "data": {k: v for k, v in record["data"].items() if k not in ("mean", "std")}}
     old["data"]["views"] = [{**v, "mean": [0.2, 0.3, 0.4], "std": [0.5, 0.5, 0.5]} for v in record["data"]["views"]]

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from selfsup.app.pretrain import check_resume_config
 from selfsup.app.runs import build_from_config
 from selfsup.config import ConfigError, load_config
+from selfsup.data import ViewDataset
 from selfsup.errors import NonFiniteLossError
 from selfsup.methods.simclr import SimCLR
 from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
 from selfsup.train.logging import CollapseWatch
 from selfsup.train.loop import fit
 
-from _util import tiny_config, tiny_dataset
+from _util import blob_images, tiny_config, tiny_dataset
 
 
 class DivergesAt(SimCLR):
@@ -147,3 +149,46 @@ def test_knn_monitor_logs_during_pretraining(tmp_path):
     knn = [r for r in recs if "knn_top1" in r]
     assert [r["step"] for r in knn] == [2, 4]  # after each epoch of 2 steps
     assert all(0.1 < r["knn_top1"] <= 1.0 and r["knn_top5"] >= r["knn_top1"] for r in knn)
+
+
+def test_resident_batches_equal_the_dataloaders_and_resume_bit_exactly(tmp_path):
+    """Raw in-memory images are indexed where they live (no DataLoader): the same batches, in the same
+    order, as the DataLoader over the same sampler; a run stopped mid-epoch and resumed equals one straight
+    run, and both equal the DataLoader path's run to the last bit."""
+    from torch.utils.data import DataLoader
+
+    from selfsup.data import BatchedViews, EpochSampler, collate
+    from selfsup.data.dataset import ResidentBatches
+    from selfsup.train.engine import rank_loader
+
+    cfg = tiny_config("simclr", extra=["train.epochs=2"])
+    src = blob_images(26, size=16)
+
+    def dataset(resident: bool) -> ViewDataset:
+        ds = ViewDataset(src, [], np.arange(3, 23))  # a subset: positions are not source indices
+        ds.batch_augment, ds.resident = BatchedViews(cfg.data.views, cfg.data.mean, cfg.data.std), resident
+        return ds
+
+    cpu = torch.device("cpu")
+    sampler = EpochSampler(20, 4, seed=3, rank=1, world=2)  # 5 steps an epoch, 2 samples each per rank
+    sampler.set_position(1, 1)
+    ref = list(DataLoader(dataset(False), batch_size=4, sampler=sampler, collate_fn=collate))
+    got = list(ResidentBatches(dataset(True), sampler, 4, cpu))
+    assert len(got) == len(ref) == 2
+    for a, b in zip(ref, got):
+        assert torch.equal(a["views"][0], b["views"][0]) and torch.equal(a["labels"], b["labels"])
+    assert isinstance(rank_loader(dataset(True), sampler, 4, 0, cpu, 0), ResidentBatches)
+    assert isinstance(rank_loader(dataset(False), sampler, 4, 0, cpu, 0), DataLoader)
+
+    def run(resident: bool, out, **kw):
+        method = build_from_config(cfg)
+        fit(method, dataset(resident), cfg.optim, cfg.train, out, record=cfg.to_dict(), **kw)
+        return method.state_dict()
+
+    loader = run(False, tmp_path / "loader")
+    straight = run(True, tmp_path / "straight")
+    run(True, tmp_path / "resumed", max_steps=3)  # 2 steps per epoch: stopped mid-epoch 2
+    resumed = run(True, tmp_path / "resumed", resume=True)
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), f"{k} differs after resume"
+        assert torch.equal(straight[k], loader[k]), f"{k} differs from the DataLoader path"

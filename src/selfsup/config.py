@@ -66,12 +66,17 @@ class DataConfig:
     limit_seed: int = 0
     num_workers: int = 4
     #: where views are augmented: "pil" per image in the DataLoader workers; "batched" per batch on
-    #: the training device (GPU when there is one), which needs equal-size images (see ``cache``).
-    augment: Literal["pil", "batched"] = "pil"
+    #: the training device (GPU when there is one), which needs equal-size images (see ``cache``);
+    #: "auto" (the default) is "batched" when the images are in memory (CIFAR, STL-10, digits) or are
+    #: files of one size whose decoded array fits the cache (written once), "pil" otherwise
+    augment: Literal["auto", "pil", "batched"] = "auto"
     #: decode every image once into a uint8 array shared by workers and ranks (memory-mapped);
     #: images must have one size, or ``cache_size`` > 0 fits each to a square of that side first.
     cache: bool = False
     cache_size: int = 0
+    #: raw images held in memory (``augment: batched``, a cache or CIFAR) are indexed batch by batch where
+    #: they live, with no DataLoader: copied once to a CUDA device when they fit in half its free memory
+    resident: bool = True
     #: the dataset's channel statistics: every view and every evaluation image is normalized with them
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD

@@ -19,23 +19,35 @@ def pretrain_dataset(cfg: DataConfig) -> ViewDataset:
     """
     source = build_source(cfg)
     idx = subset_indices(len(source), cfg.limit, cfg.limit_seed)
-    if cfg.cache or (cfg.augment == "batched" and not isinstance(source, ArraySource)):
-        from .cache import decoded
+    mode = cfg.augment
+    if cfg.cache or (mode != "pil" and not isinstance(source, ArraySource)):
+        from .cache import MixedSizes, decoded, fits_cache
 
         if isinstance(source, FileSource) and len(idx) < len(source):  # decode only the subset
             source = FileSource(source.root, [source.files[i] for i in idx], source.labels[idx], source.classes)
-        source = decoded(source, cfg.cache_size)
-        idx = np.setdiff1d(np.arange(len(source)), np.asarray(sorted(getattr(source, "unreadable", ())), dtype=int))
-    transforms = (
-        [] if cfg.augment == "batched" else [view_transform(s, cfg.mean, cfg.std) for s in expand_views(cfg.views)]
-    )
+        if mode == "auto" and not cfg.cache and not fits_cache(source, cfg.cache_size):
+            mode = "pil"
+        else:
+            try:
+                source = decoded(source, cfg.cache_size)
+                bad = np.asarray(sorted(getattr(source, "unreadable", ())), dtype=int)
+                idx = np.setdiff1d(np.arange(len(source)), bad)
+            except MixedSizes:
+                if mode != "auto":
+                    raise
+                mode = "pil"  # images of several sizes and no data.cache_size: augmented one by one
+    batched = mode != "pil"
+    transforms = [] if batched else [view_transform(s, cfg.mean, cfg.std) for s in expand_views(cfg.views)]
     dataset = ViewDataset(source, transforms, idx)
-    dataset.batch_augment = batch_augment(cfg)  # what the training loop applies to its raw batches
+    # what the training loop applies to its raw batches
+    dataset.batch_augment = BatchedViews(cfg.views, cfg.mean, cfg.std) if batched else None
+    dataset.resident = cfg.resident
     return dataset
 
 
 def batch_augment(cfg: DataConfig) -> BatchedViews | None:
-    """The on-device augmentation of ``cfg.augment == "batched"`` (None for the per-image path)."""
+    """The on-device augmentation of ``cfg.augment == "batched"`` (None for the per-image path; the
+    ``auto`` choice is :func:`pretrain_dataset`'s, which sets it on the dataset)."""
     return BatchedViews(cfg.views, cfg.mean, cfg.std) if cfg.augment == "batched" else None
 
 

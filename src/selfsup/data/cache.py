@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -21,6 +22,35 @@ from tqdm.auto import tqdm
 from .. import dist
 from .archive import default_cache
 from .sources import ArraySource, DataError, FileSource, ImageSource
+
+
+class MixedSizes(DataError):
+    """The images have several sizes and no ``data.cache_size`` was given (recorded in the cache
+    folder, so every rank, and the next run, learns it without decoding again)."""
+
+
+#: ``data.augment: auto`` caches a folder only while its decoded array takes at most this share of
+#: the machine's memory and of the cache disk's free space
+CACHE_SHARE = 0.25
+
+
+def fits_cache(source: ImageSource, size: int = 0, cache: str | Path | None = None) -> bool:
+    """Whether ``source`` decoded (at ``size``, or at its first image's size) fits :data:`CACHE_SHARE` of
+    memory and of the cache disk: what ``data.augment: auto`` asks before it decodes a folder once."""
+    if isinstance(source, ArraySource):
+        return True
+    if not isinstance(source, FileSource) or not len(source):
+        return False
+    try:
+        with Image.open(source.files[0]) as img:
+            w, h = (size, size) if size else img.size
+    except Exception:  # noqa: BLE001 - an unreadable first file: let the per-image path report it
+        return False
+    need = len(source) * w * h * 3
+    folder = Path(cache or default_cache())
+    folder.mkdir(parents=True, exist_ok=True)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+    return need <= CACHE_SHARE * min(ram or need / CACHE_SHARE, shutil.disk_usage(folder).free)
 
 
 def _fit_square(img: Image.Image, size: int) -> Image.Image:
@@ -56,6 +86,8 @@ def decoded(source: ImageSource, size: int = 0, cache: str | Path | None = None,
         _build(source, size, path, meta_path, progress)
     dist.barrier()
     meta = json.loads(meta_path.read_text())
+    if "mixed_sizes" in meta:
+        raise MixedSizes(f"{meta['mixed_sizes']}: data.cache needs equal image sizes or data.cache_size")
     images = np.memmap(path, dtype=np.uint8, mode="r", shape=tuple(meta["shape"]))
     out = ArraySource(images, source.labels, source.classes, str(source.root))
     out.name = source.name  # file names, not indices
@@ -90,10 +122,9 @@ def _build(source: FileSource, size: int, path: Path, meta_path: Path, progress:
             if size:
                 img = _fit_square(img, size)
             elif (img.size[1], img.size[0]) != hw:
-                raise DataError(
-                    f"{source.name(i)} is {img.size[0]}x{img.size[1]}, not {hw[1]}x{hw[0]} like the first image: "
-                    "data.cache needs equal sizes or data.cache_size"
-                )
+                mixed = f"{source.name(i)} is {img.size[0]}x{img.size[1]}, not {hw[1]}x{hw[0]} like the first image"
+                meta_path.write_text(json.dumps({"mixed_sizes": mixed, "root": str(source.root)}))
+                return
             mm[i] = np.asarray(img)
         mm.flush()
         del mm

@@ -43,6 +43,7 @@ class ViewDataset(Dataset):
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices)
         self.raw = not transforms
         self.batch_augment: Callable | None = None  # set for raw datasets: the on-device augmentation
+        self.resident = False  # raw and in memory: batches indexed on the device (ResidentBatches)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -118,6 +119,17 @@ class EpochSampler(Sampler):
     def set_position(self, epoch: int, step: int = 0) -> None:
         self.epoch, self.start_step = epoch, step
 
+    def positions(self) -> np.ndarray:
+        """The dataset positions this rank iterates from the current position, in order (no seeds)."""
+        order = self._order()[: self.steps_per_epoch * self.global_batch]
+        per_rank = self.global_batch // self.world
+        gb, r = self.global_batch, self.rank
+        parts = [
+            order[s * gb : (s + 1) * gb][r * per_rank : (r + 1) * per_rank]
+            for s in range(self.start_step, self.steps_per_epoch)
+        ]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
     def _order(self) -> np.ndarray:
         if not self.shuffle:
             return np.arange(self.n)
@@ -125,12 +137,8 @@ class EpochSampler(Sampler):
         return torch.randperm(self.n, generator=g).numpy()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = self._order()[: self.steps_per_epoch * self.global_batch]
-        per_rank = self.global_batch // self.world
-        for step in range(self.start_step, self.steps_per_epoch):
-            batch = order[step * self.global_batch : (step + 1) * self.global_batch]
-            for i in batch[self.rank * per_rank : (self.rank + 1) * per_rank]:
-                yield int(i), sample_seed(self.seed, self.epoch, int(i))
+        for i in self.positions():
+            yield int(i), sample_seed(self.seed, self.epoch, int(i))
 
     def __len__(self) -> int:
         return (self.steps_per_epoch - self.start_step) * (self.global_batch // self.world)
@@ -141,3 +149,62 @@ def warn_skipped(skipped: list[str], seen: set[str]) -> None:
         if s not in seen:
             seen.add(s)
             warnings.warn(f"skipped unreadable image {s}", stacklevel=2)
+
+
+class ResidentBatches:
+    """The batches of a raw in-memory dataset, indexed where its images live: no DataLoader, worker
+    or per-sample Python in the step. Yields what ``DataLoader(dataset, sampler=sampler,
+    collate_fn=collate)`` yields, in the same order (so a run resumes exactly as it would there).
+
+    On a CUDA device the uint8 images are copied there once (in chunks, without a second host
+    copy); on the CPU the shared array (a memory map or torchvision's) is indexed batch by batch.
+    """
+
+    def __init__(self, dataset: ViewDataset, sampler: EpochSampler, batch_size: int, device: torch.device):
+        images = dataset.source.images  # (N, H, W, 3) uint8
+        self.indices, self.sampler, self.batch_size = np.asarray(dataset.indices), sampler, batch_size
+        self.labels = torch.as_tensor(dataset.source.labels[self.indices], dtype=torch.long)
+        self.host = device.type == "cpu"
+        if self.host:
+            self.images = images
+        else:
+            h, w, c = images.shape[1:]
+            self.images = torch.empty((len(self.indices), c, h, w), dtype=torch.uint8, device=device)
+            for a in range(0, len(self.indices), 4096):
+                chunk = np.ascontiguousarray(images[self.indices[a : a + 4096]])
+                self.images[a : a + len(chunk)] = torch.from_numpy(chunk).to(device).permute(0, 3, 1, 2)
+            self.labels = self.labels.to(device)
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict]:
+        pos = self.sampler.positions()
+        if not self.host:
+            pos_t = torch.as_tensor(pos, dtype=torch.long).to(self.images.device)
+        for a in range(0, len(pos), self.batch_size):
+            if self.host:
+                p = pos[a : a + self.batch_size]
+                x = torch.from_numpy(np.ascontiguousarray(self.images[self.indices[p]])).permute(0, 3, 1, 2)
+                yield {"views": [x.contiguous()], "labels": self.labels[p], "skipped": []}
+            else:
+                p = pos_t[a : a + self.batch_size]
+                yield {
+                    "views": [self.images.index_select(0, p)],
+                    "labels": self.labels.index_select(0, p),
+                    "skipped": [],
+                }
+
+    @staticmethod
+    def fits(dataset: ViewDataset, device: torch.device) -> bool:
+        """A raw dataset over one uint8 array that fits: half of the CUDA device's free memory (always on the CPU,
+        where it is indexed in place)."""
+        images = getattr(dataset.source, "images", None)
+        if not (dataset.raw and getattr(dataset, "resident", False) and isinstance(images, np.ndarray)):
+            return False
+        if images.ndim != 4 or images.dtype != np.uint8:
+            return False
+        if device.type == "cuda":
+            need = len(dataset.indices) * int(np.prod(images.shape[1:]))
+            return need <= torch.cuda.mem_get_info(device)[0] // 2
+        return device.type == "cpu"

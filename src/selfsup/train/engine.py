@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import dist
-from ..data.dataset import collate
+from ..data.dataset import EpochSampler, ResidentBatches, ViewDataset, collate
 from ..nn.syncbn import convert_sync_batchnorm
 
 
@@ -35,8 +35,11 @@ def wrap_model(
 
 def rank_loader(
     dataset: Dataset, sampler: Sampler, batch_size: int, num_workers: int, device: torch.device, seed: int
-) -> DataLoader:
-    """This process's batches in ``sampler``'s order (pinned for a CUDA device)."""
+) -> DataLoader | ResidentBatches:
+    """This process's batches in ``sampler``'s order: indexed on the device when the dataset is raw
+    images in memory that fit there (:class:`ResidentBatches`), else a DataLoader (pinned for CUDA)."""
+    if isinstance(dataset, ViewDataset) and isinstance(sampler, EpochSampler) and ResidentBatches.fits(dataset, device):
+        return ResidentBatches(dataset, sampler, batch_size, device)
     return DataLoader(
         dataset,
         batch_size=batch_size,
