@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torchvision.transforms as T
 from PIL import Image
 
 from selfsup.config import DataConfig, ViewSpec
 from selfsup.data import pretrain_dataset
-from selfsup.data.cache import decoded
+from selfsup.data.cache import RaggedSource, decoded
 from selfsup.data.sources import DataError, FileSource
 
 
@@ -41,26 +43,36 @@ def test_cache_holds_exactly_the_decoded_pixels(tmp_path):
     assert again.images.filename == cached.images.filename
 
 
-def test_cache_fits_mixed_sizes_and_leaves_out_unreadable_files(tmp_path):
+def test_cache_keeps_whole_images_of_several_sizes_and_leaves_out_unreadable_files(tmp_path):
+    """Images of several sizes are kept whole (no centre square): at their own size, or with the
+    shorter side resized and the aspect ratio kept; unreadable files are named and left out."""
     _tree(tmp_path / "data")
     Image.new("RGB", (30, 20), (10, 20, 30)).save(tmp_path / "data" / "b" / "big.png")
     (tmp_path / "data" / "b" / "broken.jpg").write_bytes(b"not an image")
     src = FileSource.scan(tmp_path / "data", labelled=True)
-    with pytest.raises(DataError, match="cache_size"):
-        decoded(src, cache=tmp_path / "c1", progress=False)
-    with pytest.warns(UserWarning, match="broken.jpg"):
-        cached = decoded(src, size=8, cache=tmp_path / "c2", progress=False)
     broken = [i for i in range(len(src)) if "broken" in src.name(i)]
-    assert cached.images.shape[1:] == (8, 8, 3) and cached.unreadable == set(broken)
     big = [i for i in range(len(src)) if "big" in src.name(i)][0]
-    assert (cached.load_array(big) == (10, 20, 30)).all()
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        whole = decoded(src, cache=tmp_path / "c1", progress=False, workers=2)
+    assert isinstance(whole, RaggedSource) and whole.unreadable == set(broken)
+    for i in set(range(len(src))) - set(broken):
+        with Image.open(src.files[i]) as img:
+            assert np.array_equal(whole.load_array(i), np.asarray(img.convert("RGB"))), src.name(i)
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        small = decoded(src, size=8, cache=tmp_path / "c2", progress=False, workers=1)
+    assert small.load_array(big).shape == (8, 12, 3) and (small.load_array(big) == (10, 20, 30)).all()
+    with Image.open(src.files[0]) as img:  # 12 x 10 -> shorter side 8: 10 x 8, Pillow's bicubic
+        expected = np.asarray(img.convert("RGB").resize((10, 8), Image.BICUBIC))
+    assert np.array_equal(small.load_array(0), expected)
+    with pytest.raises(DataError, match="broken.jpg"):
+        small.load_array(broken[0])
 
 
 def test_batched_dataset_uses_the_cache_and_skips_unreadable(tmp_path, monkeypatch):
     monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
     _tree(tmp_path / "data")
     (tmp_path / "data" / "b" / "broken.jpg").write_bytes(b"not an image")
-    cfg = DataConfig(path=str(tmp_path / "data"), augment="batched", views=[ViewSpec(count=2, size=8)])
+    cfg = DataConfig(path=str(tmp_path / "data"), augment="batched", cache=True, views=[ViewSpec(count=2, size=8)])
     with pytest.warns(UserWarning, match="broken.jpg"):
         ds = pretrain_dataset(cfg)
     assert len(ds) == 9 and ds.raw and ds.batch_augment is not None
@@ -70,8 +82,10 @@ def test_batched_dataset_uses_the_cache_and_skips_unreadable(tmp_path, monkeypat
 
 
 def test_auto_augmentation_picks_the_batched_path_when_it_can(tmp_path, monkeypatch):
-    """``data.augment: auto``: in-memory sources and folders of one size go batched (the folder decoded
-    once); folders of several sizes, or too large for the cache, go per image, and say why only once."""
+    """``data.augment: auto``: in-memory sources and decoded folders of one size give raw images cropped
+    on the device; folders of several sizes give per-image crops of the whole image (torchvision's
+    RandomResizedCrop, seeded per sample) with the rest batched; a folder too large for the cache is read
+    from its files, with nothing written."""
     import selfsup.data.cache as cache
 
     monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
@@ -79,22 +93,25 @@ def test_auto_augmentation_picks_the_batched_path_when_it_can(tmp_path, monkeypa
     assert pretrain_dataset(DataConfig(source="digits", views=views)).raw  # in memory
     _tree(tmp_path / "same")
     ds = pretrain_dataset(DataConfig(path=str(tmp_path / "same"), views=views))
-    assert ds.raw and ds.batch_augment is not None and isinstance(ds.source.images, np.memmap)
-    assert np.array_equal(
-        ds[(0, 0)][0][0].permute(1, 2, 0).numpy(), FileSource.scan(tmp_path / "same", True).load_array(0)
-    )
+    assert ds.raw and ds.batch_augment.crop and isinstance(ds.source.images, np.memmap)
+    first = FileSource.scan(tmp_path / "same", True).load_array(0)
+    assert np.array_equal(ds[(0, 0)][0][0].permute(1, 2, 0).numpy(), first)
 
     _tree(tmp_path / "mixed")
     Image.new("RGB", (30, 20), (10, 20, 30)).save(tmp_path / "mixed" / "b" / "big.png")
     ds = pretrain_dataset(DataConfig(path=str(tmp_path / "mixed"), views=views))
-    assert not ds.raw and ds.batch_augment is None and ds[(0, 0)][0][0].shape == (3, 8, 8)
-    marks = [p for p in (tmp_path / "cache" / "decoded").glob("*.json") if "mixed_sizes" in p.read_text()]
-    assert len(marks) == 1 and "big.png" in marks[0].read_text()
-    with pytest.raises(cache.MixedSizes, match="big.png"):  # asked for explicitly: an error naming the file
-        pretrain_dataset(DataConfig(path=str(tmp_path / "mixed"), augment="batched", views=views))
+    assert isinstance(ds.source, RaggedSource) and not ds.raw and not ds.batch_augment.crop
+    crops, _, _ = ds[(3, 12345)]
+    torch.manual_seed(12345)
+    crop = T.RandomResizedCrop(8, interpolation=T.InterpolationMode.BICUBIC, antialias=True)
+    ref = [T.functional.pil_to_tensor(crop(ds.source.load(3))) for _ in range(2)]
+    assert all(c.dtype == torch.uint8 and torch.equal(c, r) for c, r in zip(crops, ref))
+    out = ds.batch_augment(torch.stack(crops)[:, None].unbind(0), seed=0)  # one batch per view
+    assert len(out) == 2 and out[0].shape == (1, 3, 8, 8) and out[0].dtype == torch.float32
 
-    monkeypatch.setattr(cache, "CACHE_SHARE", 1e-12)  # nothing fits: per image, and nothing written
+    monkeypatch.setattr(cache, "CACHE_SHARE", 1e-12)  # nothing fits: files, and nothing written
     _tree(tmp_path / "large")
     before = sorted((tmp_path / "cache" / "decoded").iterdir())
-    assert not pretrain_dataset(DataConfig(path=str(tmp_path / "large"), views=views)).raw
+    ds = pretrain_dataset(DataConfig(path=str(tmp_path / "large"), views=views))
+    assert isinstance(ds.source, FileSource) and not ds.batch_augment.crop
     assert sorted((tmp_path / "cache" / "decoded").iterdir()) == before

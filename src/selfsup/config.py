@@ -65,13 +65,13 @@ class DataConfig:
     limit: int = 0  # 0: all images; otherwise a fixed-seed random subset of this size
     limit_seed: int = 0
     num_workers: int = 4
-    #: where views are augmented: "pil" per image in the DataLoader workers; "batched" per batch on
-    #: the training device (GPU when there is one), which needs equal-size images (see ``cache``);
-    #: "auto" (the default) is "batched" when the images are in memory (CIFAR, STL-10, digits) or are
-    #: files of one size whose decoded array fits the cache (written once), "pil" otherwise
+    #: where views are augmented: "pil" per image in the DataLoader workers (Pillow); "batched" in
+    #: batches on the training device (GPU when there is one): images of one size in memory are cropped
+    #: there too, images of several sizes are cropped per image in the workers against the whole image;
+    #: "auto" (the default) is "batched", with a folder decoded once (``cache``) when it fits
     augment: Literal["auto", "pil", "batched"] = "auto"
-    #: decode every image once into a uint8 array shared by workers and ranks (memory-mapped);
-    #: images must have one size, or ``cache_size`` > 0 fits each to a square of that side first.
+    #: decode every image once, whole, into a uint8 file shared by workers and ranks (memory-mapped);
+    #: ``cache_size`` > 0 resizes each image's shorter side to it first (the aspect ratio is kept)
     cache: bool = False
     cache_size: int = 0
     #: raw images held in memory (``augment: batched``, a cache or CIFAR) are indexed batch by batch where

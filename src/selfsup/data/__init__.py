@@ -8,47 +8,45 @@ from ..config import DataConfig
 from .batched import BatchedViews
 from .dataset import EpochSampler, ViewDataset, collate, sample_seed
 from .sources import ArraySource, DataError, FileSource, ImageSource, build_source, digits_source, subset_indices
-from .views import eval_transform, expand_views, view_transform
+from .views import crop_transform, eval_transform, expand_views, view_transform
 
 
 def pretrain_dataset(cfg: DataConfig) -> ViewDataset:
-    """The multi-view dataset a pretraining run draws from (``cfg.limit`` applied).
+    """The multi-view dataset a pretraining run draws from (``cfg.limit`` applied), on the fastest
+    path the data allow (``cfg.augment``):
 
-    With ``cfg.augment == "batched"`` its items are raw uint8 images and :func:`batch_augment`
-    gives the views; ``cfg.cache`` decodes every image once into a shared array first.
+    - ``pil``: each view augmented per image in the DataLoader workers (Pillow);
+    - batched, images of one size in memory (CIFAR, STL-10, a decoded folder): items are the raw
+      uint8 images; crops and the rest of the views are drawn in batches on the training device;
+    - batched, images of several sizes (files, shards, a decoded folder): each view's crop is cut per
+      image in the workers, against the whole image, and the rest is done in batches on the device.
+
+    ``auto`` decodes a folder once (``cache``) when it fits :data:`~selfsup.data.cache.CACHE_SHARE`
+    of memory and disk. ``dataset.batch_augment`` is what the training loop applies to its batches.
     """
     source = build_source(cfg)
     idx = subset_indices(len(source), cfg.limit, cfg.limit_seed)
-    mode = cfg.augment
-    if cfg.cache or (mode != "pil" and not isinstance(source, ArraySource)):
-        from .cache import MixedSizes, decoded, fits_cache
+    if isinstance(source, FileSource) and (cfg.cache or cfg.augment == "auto"):
+        from .cache import decoded, fits_cache
 
-        if isinstance(source, FileSource) and len(idx) < len(source):  # decode only the subset
+        if len(idx) < len(source):  # decode only the subset
             source = FileSource(source.root, [source.files[i] for i in idx], source.labels[idx], source.classes)
-        if mode == "auto" and not cfg.cache and not fits_cache(source, cfg.cache_size):
-            mode = "pil"
-        else:
-            try:
-                source = decoded(source, cfg.cache_size)
-                bad = np.asarray(sorted(getattr(source, "unreadable", ())), dtype=int)
-                idx = np.setdiff1d(np.arange(len(source)), bad)
-            except MixedSizes:
-                if mode != "auto":
-                    raise
-                mode = "pil"  # images of several sizes and no data.cache_size: augmented one by one
-    batched = mode != "pil"
-    transforms = [] if batched else [view_transform(s, cfg.mean, cfg.std) for s in expand_views(cfg.views)]
-    dataset = ViewDataset(source, transforms, idx)
-    # what the training loop applies to its raw batches
-    dataset.batch_augment = BatchedViews(cfg.views, cfg.mean, cfg.std) if batched else None
+            idx = np.arange(len(source))
+        if cfg.cache or fits_cache(source, cfg.cache_size):
+            source = decoded(source, cfg.cache_size)
+            idx = np.setdiff1d(idx, np.asarray(sorted(source.unreadable), dtype=int))
+    views = expand_views(cfg.views)
+    if cfg.augment == "pil":
+        dataset = ViewDataset(source, [view_transform(s, cfg.mean, cfg.std) for s in views], idx)
+        dataset.batch_augment = None
+    elif isinstance(source, ArraySource):  # one size, in memory: raw images, cropped on the device
+        dataset = ViewDataset(source, [], idx)
+        dataset.batch_augment = BatchedViews(cfg.views, cfg.mean, cfg.std)
+    else:  # several sizes: crops against the whole image per image, the rest in batches
+        dataset = ViewDataset(source, [crop_transform(s) for s in views], idx)
+        dataset.batch_augment = BatchedViews(cfg.views, cfg.mean, cfg.std, crop=False)
     dataset.resident = cfg.resident
     return dataset
-
-
-def batch_augment(cfg: DataConfig) -> BatchedViews | None:
-    """The on-device augmentation of ``cfg.augment == "batched"`` (None for the per-image path; the
-    ``auto`` choice is :func:`pretrain_dataset`'s, which sets it on the dataset)."""
-    return BatchedViews(cfg.views, cfg.mean, cfg.std) if cfg.augment == "batched" else None
 
 
 def eval_dataset(cfg: DataConfig, size: int) -> ViewDataset:
@@ -60,7 +58,6 @@ def eval_dataset(cfg: DataConfig, size: int) -> ViewDataset:
 
 __all__ = [
     "BatchedViews",
-    "batch_augment",
     "DataError",
     "EpochSampler",
     "ImageSource",

@@ -207,13 +207,13 @@ def _where(mask: torch.Tensor, fn, x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_view(
-    x: torch.Tensor, spec: ViewSpec, p: ViewParams, mean=IMAGENET_MEAN, std=IMAGENET_STD
+    x: torch.Tensor, spec: ViewSpec, p: ViewParams, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop: bool = True
 ) -> torch.Tensor:
     """One view of the uint8 or [0, 1] float batch ``x`` ``(B, 3, H, W)``: float, normalized with the
-    dataset's ``mean`` and ``std``."""
+    dataset's ``mean`` and ``std``. ``crop=False``: ``x`` is already the view's crop (``crop_transform``)."""
     if x.dtype == torch.uint8:
         x = x.float().div_(255)
-    y = resized_crop(x, p.boxes, spec.size)
+    y = resized_crop(x, p.boxes, spec.size) if crop else x
     y = torch.where(p.flip.to(y.device).view(-1, 1, 1, 1), y.flip(-1), y)
     if p.jitter.any():
         for slot in range(4):
@@ -238,14 +238,25 @@ class BatchedViews:
     Parameters are drawn on the CPU from a generator seeded with ``seed`` (the loop derives it from
     the batch's sample seeds, so a resumed run draws the same views), then applied on the batch's
     device.
+
+    With ``crop=False`` it takes one batch per view, each already cropped per image against the
+    whole image (:func:`~selfsup.data.views.crop_transform`, in the DataLoader workers), and does
+    the rest: the path for images of several sizes.
     """
 
-    def __init__(self, specs: list[ViewSpec], mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+    def __init__(self, specs: list[ViewSpec], mean=IMAGENET_MEAN, std=IMAGENET_STD, crop: bool = True) -> None:
         self.specs = expand_views(specs)
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.mean, self.std, self.crop = tuple(mean), tuple(std), crop
 
-    def __call__(self, images: torch.Tensor, seed: int) -> list[torch.Tensor]:
+    def __call__(self, images: torch.Tensor | list[torch.Tensor], seed: int) -> list[torch.Tensor]:
         g = torch.Generator().manual_seed(seed)
-        x = images.float().div_(255) if images.dtype == torch.uint8 else images
-        n, _, h, w = x.shape
-        return [apply_view(x, s, sample_params(s, n, h, w, g), self.mean, self.std) for s in self.specs]
+        batches = [images] if isinstance(images, torch.Tensor) else list(images)
+        if not self.crop and len(batches) != len(self.specs):
+            raise ValueError(f"{len(batches)} cropped batches for {len(self.specs)} views")
+        out = []
+        for i, s in enumerate(self.specs):
+            x = batches[i if not self.crop else 0]
+            x = x.float().div_(255) if x.dtype == torch.uint8 else x
+            n, _, h, w = x.shape
+            out.append(apply_view(x, s, sample_params(s, n, h, w, g), self.mean, self.std, self.crop))
+        return out

@@ -84,6 +84,16 @@ def eval_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> T.Compose
     )
 
 
+def crop_transform(spec: ViewSpec) -> T.Compose:
+    """The crop of one view alone, per image: torchvision's ``RandomResizedCrop`` on the whole image
+    (the spec's interpolation, antialiased) to a uint8 tensor ``(3, size, size)``. The rest of the view
+    (flip, colour, blur, solarization, normalization) is augmented in batches on the training device
+    (``BatchedViews(..., crop=False)``): the path for images of several sizes."""
+    interpolation = InterpolationMode(spec.interpolation)
+    crop = T.RandomResizedCrop(spec.size, spec.scale, spec.ratio, interpolation=interpolation, antialias=True)
+    return T.Compose([crop, T.PILToTensor()])
+
+
 def expand_views(specs: list[ViewSpec]) -> list[ViewSpec]:
     """One spec per view, in order (``count`` repeats)."""
     return [s for s in specs for _ in range(s.count)]

@@ -61,7 +61,7 @@ def fit(
     monitor_every: int = 0,
     record: dict[str, Any] | None = None,
     num_workers: int = 0,
-    augment: Callable[[torch.Tensor, int], list[torch.Tensor]] | None = None,
+    augment: Callable[[list[torch.Tensor], int], list[torch.Tensor]] | None = None,
     max_steps: int | None = None,
 ) -> FitResult:
     """Train ``method`` on ``dataset``; checkpoints, metrics and the exported backbone go to ``out_dir``.
@@ -138,7 +138,7 @@ def fit(
                 views = [v.to(device, non_blocking=True) for v in batch["views"]]
                 if augment is not None:  # seeded by position, so a resumed run draws the same views
                     micro_index = (step % spe) * train.accum_steps + i % train.accum_steps
-                    views = augment(views[0], sample_seed(train.seed, epoch, micro_index * world + rank))
+                    views = augment(views, sample_seed(train.seed, epoch, micro_index * world + rank))
                 if train.channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 with contextlib.nullcontext() if last_micro or world == 1 else model.no_sync():
