@@ -139,3 +139,23 @@ def test_all_images_unreadable_is_a_clear_error(tmp_path, capsys):
     code, _, err = cli(capsys, "pretrain", "simclr-cifar10", "--data", d, "--out", tmp_path / "r")
     assert code == 2 and "none of the 3 images could be read" in err and "Traceback" not in err
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_shards_packs_a_folder_and_bad_input_is_named(tmp_path, capsys):
+    from selfsup.data.shards import ShardSource
+
+    src = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (src / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((6, 9, 3), 40 * i, dtype=np.uint8)).save(src / c / f"{i}.png")
+    (src / "b" / "bad.png").write_bytes(b"nope")
+    code, out, _ = cli(capsys, "shards", src, tmp_path / "sh", "--shard-size", 4, "--workers", 1)
+    res = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and (res["samples"], res["shards"], res["skipped"]) == (6, 2, 1)
+    sh = ShardSource(tmp_path / "sh")
+    assert len(sh) == 6 and sh.classes == ["a", "b"] and (sh.load_array(4) == 40).all()
+    code, _, err = cli(capsys, "shards", tmp_path / "missing", tmp_path / "sh2")
+    assert code == 2 and "missing" in err and "Traceback" not in err
+    code, _, err = cli(capsys, "shards", src, tmp_path / "sh3", "--shard-size", 0)
+    assert code == 2 and "--shard-size" in err

@@ -1,4 +1,4 @@
-"""The ``selfsup`` command: list, pretrain, demo; knn, linear, finetune, distill, report, embed, export.
+"""The ``selfsup`` command: list, shards, pretrain, demo; knn, linear, finetune, distill, report, embed, export.
 
 The evaluation commands' options are derived from the protocol dataclasses (``LinearConfig``,
 ``FinetuneConfig``, ``DistillConfig``, ``KnnConfig``): a field ``batch_size`` is ``--batch-size``,
@@ -114,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.required = True
     sub.add_parser("list", help="methods, backbones and presets")
 
+    sh = sub.add_parser("shards", help="pack an image folder or ImageFolder tree into tar shards with an index")
+    sh.add_argument("src", help="image folder (recursive) or ImageFolder tree")
+    sh.add_argument("dst", help="output folder: shard-000000.tar, ... and index.json")
+    sh.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default: 1000)")
+    sh.add_argument("--workers", type=int, default=None, help="packing processes (default: one per CPU)")
+
     usage = "selfsup pretrain PRESET --out RUN [--data DIR] [--set KEY=VALUE ...] [--resume]"
     pt = sub.add_parser("pretrain", help="pretrain a backbone without labels", usage=usage)
     pt.add_argument("preset", help="preset name (see `selfsup list`) or a YAML file")
@@ -211,6 +217,16 @@ def cmd_list(args: dict) -> None:
     print("presets:\n" + "\n".join(f"  {name}" for name in list_presets()))
 
 
+def cmd_shards(args: dict) -> None:
+    from .data.shards import write_shards
+
+    if args["shard_size"] < 1:
+        raise ValueError(f"--shard-size must be at least 1, not {args['shard_size']}")
+    res = write_shards(args["src"], args["dst"], args["shard_size"], args["workers"], progress=sys.stderr.isatty())
+    _emit(f"packed {res['samples']} images into {res['shards']} shards in {res['path']} "
+          f"({res['skipped']} unreadable skipped)", res)  # fmt: skip
+
+
 def cmd_pretrain(args: dict) -> None:
     from .app.pretrain import pretrain
     from .config import load_config
@@ -292,6 +308,7 @@ def cmd_report(args: dict) -> None:
 
 COMMANDS = {
     "list": cmd_list,
+    "shards": cmd_shards,
     "pretrain": cmd_pretrain,
     "demo": cmd_demo,
     "knn": cmd_knn,

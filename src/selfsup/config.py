@@ -56,8 +56,9 @@ class ViewSpec:
 
 @dataclass
 class DataConfig:
-    #: imagefolder | folder | cifar10 | cifar100 | stl10 | digits; "auto" picks imagefolder for a
-    #: directory with class sub-folders and folder otherwise.
+    #: imagefolder | folder | shards | cifar10 | cifar100 | stl10 | digits; "auto" picks shards for a URL
+    #: (contains "://") or a directory holding index.json (``selfsup shards``), imagefolder for a
+    #: directory with class sub-folders, and folder otherwise.
     source: str = "auto"
     path: str = ""
     split: str = "train"

@@ -7,6 +7,7 @@ import numpy as np
 from ..config import DataConfig
 from .batched import BatchedViews
 from .dataset import EpochSampler, ViewDataset, collate, sample_seed
+from .shards import ShardSource, write_shards
 from .sources import ArraySource, DataError, FileSource, ImageSource, build_source, digits_source, subset_indices
 from .views import crop_transform, eval_transform, expand_views, view_transform
 
@@ -69,6 +70,9 @@ __all__ = [
     "eval_transform",
     "expand_views",
     "pretrain_dataset",
+    "crop_transform",
+    "ShardSource",
+    "write_shards",
     "sample_seed",
     "subset_indices",
     "view_transform",

@@ -4,6 +4,8 @@
   of unlabeled images (recursive, any format Pillow reads; label -1).
 - torchvision's CIFAR-10/100 and STL-10, with their ``download`` flag for machines with a network.
 - scikit-learn's handwritten digits, which ship inside the package and need no network (the demo).
+- :class:`~selfsup.data.shards.ShardSource`: tar shards with an index, at a path or fsspec URL,
+  for collections larger than memory.
 """
 
 from __future__ import annotations
@@ -169,17 +171,30 @@ def build_source(cfg: DataConfig) -> ImageSource:
         raise DataError("data.path is empty: pass --data DIR")
     root = Path(cfg.path)
     if kind == "auto":
-        if not root.is_dir():
+        if "://" in cfg.path or (root / "index.json").is_file():
+            kind = "shards"
+        elif not root.is_dir():
             raise DataError(f"data directory not found: {root}")
-        with os.scandir(root) as entries:
-            has_dirs = any(e.is_dir() and not e.name.startswith(".") for e in entries)
-        kind = "imagefolder" if has_dirs else "folder"
+        else:
+            kind = "imagefolder" if is_imagefolder(root) else "folder"
+    if kind == "shards":
+        from .shards import ShardSource
+
+        source = ShardSource(cfg.path)
+        source.check_shards()  # a missing shard fails now, not hours into the run
+        return source
     if kind not in ("imagefolder", "folder"):
         raise DataError(
-            f"data.source: unknown source {kind!r}; expected auto, imagefolder, folder, "
+            f"data.source: unknown source {kind!r}; expected auto, imagefolder, folder, shards, "
             "cifar10, cifar100, stl10 or digits"
         )
     return FileSource.scan(root, labelled=kind == "imagefolder")
+
+
+def is_imagefolder(root: Path) -> bool:
+    """Whether ``root`` has sub-folders (read as one per class); hidden ones do not count."""
+    with os.scandir(root) as entries:
+        return any(e.is_dir() and not e.name.startswith(".") for e in entries)
 
 
 def subset_indices(n: int, limit: int, seed: int) -> np.ndarray:
