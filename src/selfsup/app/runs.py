@@ -177,13 +177,12 @@ def image_dataset(
     """Images for evaluation at ``size``: an ImageFolder tree, or a built-in source as ``digits:train``,
     ``cifar10:test:ROOT`` ...; a fixed-seed subset of ``limit``. Centre crops, or random resized
     crops and flips with ``augment``. ``labelled=False`` accepts a plain folder of images too."""
-    norm = {"mean": tuple(mean), "std": tuple(std), "views": [ViewSpec(size=size)]}
+    dc = DataConfig(source="imagefolder" if labelled else "auto", path=path, limit=limit, views=[ViewSpec(size=size)])
+    dc.mean, dc.std = tuple(mean), tuple(std)  # type: ignore[assignment]
     kind, _, rest = path.partition(":")
     if kind in BUILTIN_SOURCES:
         split, _, root = rest.partition(":")
-        dc = DataConfig(source=kind, path=root, split=split or "train", limit=limit, **norm)
-    else:
-        dc = DataConfig(source="imagefolder" if labelled else "auto", path=path, limit=limit, **norm)
+        dc.source, dc.path, dc.split = kind, root, split or "train"
     ds = eval_dataset(dc, size)
     if labelled and (ds.labels < 0).any():
         raise DataError(f"{path}: evaluation needs labels (an ImageFolder tree with one sub-folder per class)")

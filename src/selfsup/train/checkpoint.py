@@ -14,6 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..methods.base import Method
+from .logging import MetricsLogger, git_sha
+
 
 def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` then rename over ``path``: readers never see a half-written file."""
@@ -74,3 +77,28 @@ def export_backbone(encoder: nn.Module, path: Path, meta: dict[str, Any] | None 
     tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     metadata = {"format": "selfsup-backbone", "meta": json.dumps(meta or {})}
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def start_or_resume(
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    logger: MetricsLogger,
+    resume_from: Path | None,
+    world: int,
+    device: torch.device,
+) -> int:
+    """The step to start at: the checkpoint's when resuming from one, else 0 (a fresh metrics file)."""
+    if resume_from is not None and resume_from.exists():
+        state = load_checkpoint(resume_from, map_location=device)
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        step = int(state["step"])
+        logger.resume_from(step)
+        logger.log({"event": "resume", "step": step})
+        return step
+    if logger.enabled:
+        logger.resume_from(-1)
+        info = {"world_size": world, "device": str(device), "torch": torch.__version__, "git": git_sha()}
+        logger.log({"event": "start", "step": 0, **info})
+    return 0

@@ -3,12 +3,16 @@ several processes (SyncBatchNorm where asked, DDP, ``torch.compile``) and the ra
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import dist
+from ..config import TrainConfig
 from ..data.dataset import EpochSampler, ResidentBatches, ViewDataset, collate
+from ..errors import ConfigError
 from ..nn.syncbn import convert_sync_batchnorm
 
 
@@ -52,3 +56,20 @@ def rank_loader(
         # its own generator: starting an epoch must not draw from the global RNG that methods use
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def micro_batch(train: TrainConfig, world: int) -> int:
+    """This process's micro-batch: the global batch split over processes and accumulation steps."""
+    if train.batch_size % world:
+        raise ConfigError(f"train.batch_size={train.batch_size} is not divisible by the {world} processes")
+    per_rank = train.batch_size // world
+    if per_rank % train.accum_steps:
+        raise ConfigError(f"train.accum_steps={train.accum_steps} does not divide the per-process batch {per_rank}")
+    micro = per_rank // train.accum_steps
+    if train.accum_steps > 1:
+        warnings.warn(
+            f"train.accum_steps={train.accum_steps}: gradients are accumulated, but batch statistics (BatchNorm, "
+            f"negatives, cross-correlations) cover micro-batches of {micro} images, not the whole batch",
+            stacklevel=3,
+        )
+    return micro

@@ -28,9 +28,9 @@ from ..errors import ConfigError, NonFiniteLossError
 from ..methods.base import Method, Progress
 from ..nn.ema import ema_update
 from ..precision import autocast
-from .checkpoint import export_backbone, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .engine import rank_loader, wrap_model
-from .logging import CollapseWatch, MetricsLogger, StepMetrics, StopFlag, git_sha
+from .checkpoint import export_backbone, rng_state, save_checkpoint, start_or_resume
+from .engine import micro_batch, rank_loader, wrap_model
+from .logging import CollapseWatch, MetricsLogger, StepMetrics, StopFlag
 from .optim import build_optimizer, build_schedule, clip_grad, scaled_lr
 
 Monitor = Callable[[nn.Module], dict[str, float]]
@@ -79,7 +79,7 @@ def fit(
     ckpt_path = out / "checkpoints" / "last.pt" if out is not None else None
     device = dist.setup_device(train.device)
     world, rank = dist.world_size(), dist.rank()
-    micro = _micro_batch(train, world)
+    micro = micro_batch(train, world)
     method, model = wrap_model(
         method, device, sync_bn=method.sync_bn, channels_last=train.channels_last, compile=train.compile
     )
@@ -94,7 +94,7 @@ def fit(
     schedule = build_schedule(optim, peak_lr, total, spe)
     loader = rank_loader(dataset, sampler, micro, num_workers, device, train.seed)
     logger = MetricsLogger(out, enabled=dist.is_main())
-    step = _start_or_resume(method, optimizer, logger, ckpt_path if resume else None, world, device)
+    step = start_or_resume(method, optimizer, logger, ckpt_path if resume else None, world, device)
     step_start, t_start = step, time.perf_counter()
 
     def checkpoint() -> None:
@@ -182,48 +182,6 @@ def fit(
     logger.close()
     images_per_s = (step - step_start) * train.batch_size / max(elapsed, 1e-9)
     return FitResult(step, step / spe, float(last.get("loss", float("nan"))), images_per_s, len(skipped), out, last)
-
-
-def _micro_batch(train: TrainConfig, world: int) -> int:
-    """This process's micro-batch: the global batch split over processes and accumulation steps."""
-    if train.batch_size % world:
-        raise ConfigError(f"train.batch_size={train.batch_size} is not divisible by the {world} processes")
-    per_rank = train.batch_size // world
-    if per_rank % train.accum_steps:
-        raise ConfigError(f"train.accum_steps={train.accum_steps} does not divide the per-process batch {per_rank}")
-    micro = per_rank // train.accum_steps
-    if train.accum_steps > 1:
-        warnings.warn(
-            f"train.accum_steps={train.accum_steps}: gradients are accumulated, but batch statistics (BatchNorm, "
-            f"negatives, cross-correlations) cover micro-batches of {micro} images, not the whole batch",
-            stacklevel=3,
-        )
-    return micro
-
-
-def _start_or_resume(
-    method: Method,
-    optimizer: torch.optim.Optimizer,
-    logger: MetricsLogger,
-    resume_from: Path | None,
-    world: int,
-    device: torch.device,
-) -> int:
-    """The step to start at: the checkpoint's when resuming from one, else 0 (a fresh metrics file)."""
-    if resume_from is not None and resume_from.exists():
-        state = load_checkpoint(resume_from, map_location=device)
-        method.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        step = int(state["step"])
-        logger.resume_from(step)
-        logger.log({"event": "resume", "step": step})
-        return step
-    if logger.enabled:
-        logger.resume_from(-1)
-        info = {"world_size": world, "device": str(device), "torch": torch.__version__, "git": git_sha()}
-        logger.log({"event": "start", "step": 0, **info})
-    return 0
 
 
 def _run_monitor(monitor: Monitor, method: Method, logger: MetricsLogger, step: int, spe: int, last: dict) -> None:
