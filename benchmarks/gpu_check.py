@@ -63,6 +63,7 @@ ARCHIVES = [REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz", REPO / ".da
 ARCHIVE = next((a for a in ARCHIVES if a.is_file()), ARCHIVES[0])
 if (REPO / "src" / "selfsup").is_dir():
     sys.path.insert(0, str(REPO / "src"))  # this checkout's selfsup, installed or not
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # throughput.py, next to this file
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -73,11 +74,8 @@ from selfsup.app.runs import run_dataset  # noqa: E402
 from selfsup.config import list_presets  # noqa: E402
 from selfsup.data import expand_views  # noqa: E402
 from selfsup.data.archive import ensure_extracted  # noqa: E402
-from selfsup.methods import METHODS, Progress  # noqa: E402
-from selfsup.nn.ema import ema_update  # noqa: E402
-from selfsup.precision import autocast  # noqa: E402
+from selfsup.methods import METHODS  # noqa: E402
 from selfsup.train.logging import git_sha, read_metrics  # noqa: E402
-from selfsup.train.optim import build_optimizer, scaled_lr  # noqa: E402
 
 SPRINT = "simclr-cifar10-sprint"
 R50 = "simclr-imagenet"
@@ -336,27 +334,10 @@ def item_plan(args, data: dict, device) -> list[tuple[str, str, list[str]]]:
 
 def model_only_rate(cfg, args, device) -> float:
     """Images/s of forward, backward, optimizer step and EMA on random views already on the device."""
-    method = build_from_config(cfg).to(device)
+    from throughput import model_only_step  # benchmarks/throughput.py, next to this file
+
     batch = cfg.train.batch_size
-    views = [torch.randn(batch, 3, s.size, s.size, device=device) for s in expand_views(cfg.data.views)]
-    if cfg.train.channels_last:  # the memory format and precision of the training loop
-        method.to(memory_format=torch.channels_last)
-        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-    opt = build_optimizer(method.param_groups(), cfg.optim, scaled_lr(cfg.optim, batch), device)
-    progress = Progress(0, 100, 10)
-
-    def step() -> torch.Tensor:
-        method.on_step(progress)
-        with autocast(device, cfg.train.precision):
-            out = method(views)
-        out.loss.backward()
-        method.after_backward(progress)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        for online, target in method.ema_pairs():
-            ema_update(online, target, method.ema_momentum(progress), method.ema_buffers)
-        return out.loss.detach()
-
+    step = model_only_step(cfg, batch, device)
     for _ in range(args.warmup):
         step()
     _device_sync(device)

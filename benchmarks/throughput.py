@@ -157,29 +157,27 @@ def _time_steps(step, warmup: int, steps: int, batch: int) -> float:
     return steps * batch / (time.perf_counter() - t0)
 
 
-def variant_model_only(args) -> float:
+def model_only_step(cfg, batch: int, device):
+    """One training step of ``cfg``'s method (forward, backward, optimizer, EMA) on random views already
+    on ``device``, in the loop's memory format and precision: the model-only ceiling. Returns the loss."""
     import torch
 
     from selfsup import build_from_config
     from selfsup.data import expand_views
-    from selfsup.dist import resolve_device
     from selfsup.methods.base import Progress
     from selfsup.nn.ema import ema_update
     from selfsup.precision import autocast
     from selfsup.train.optim import build_optimizer, scaled_lr
 
-    cfg = _config(args)
-    method = build_from_config(cfg)
-    device = resolve_device(cfg.train.device)
-    method.to(device)
-    views = [torch.randn(args.batch, 3, s.size, s.size, device=device) for s in expand_views(cfg.data.views)]
+    method = build_from_config(cfg).to(device)
+    views = [torch.randn(batch, 3, s.size, s.size, device=device) for s in expand_views(cfg.data.views)]
     if cfg.train.channels_last:  # the same memory format and precision as the training loop
         method.to(memory_format=torch.channels_last)
         views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-    opt = build_optimizer(method.param_groups(), cfg.optim, scaled_lr(cfg.optim, args.batch), device)
+    opt = build_optimizer(method.param_groups(), cfg.optim, scaled_lr(cfg.optim, batch), device)
     progress = Progress(0, 100, 10)
 
-    def step():
+    def step() -> torch.Tensor:
         method.on_step(progress)
         with autocast(device, cfg.train.precision):
             out = method(views)
@@ -189,9 +187,17 @@ def variant_model_only(args) -> float:
         opt.zero_grad(set_to_none=True)
         for online, target in method.ema_pairs():
             ema_update(online, target, method.ema_momentum(progress), method.ema_buffers)
-        out.loss.item()
+        return out.loss.detach()
 
-    return _time_steps(step, args.warmup, args.steps, args.batch)
+    return step
+
+
+def variant_model_only(args) -> float:
+    from selfsup.dist import resolve_device
+
+    cfg = _config(args)
+    step = model_only_step(cfg, args.batch, resolve_device(cfg.train.device))
+    return _time_steps(lambda: step().item(), args.warmup, args.steps, args.batch)
 
 
 def _lightly_view_kwargs(v, data) -> dict:
