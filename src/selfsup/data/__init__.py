@@ -39,7 +39,6 @@ def pretrain_dataset(cfg: DataConfig) -> ViewDataset:
     views = expand_views(cfg.views)
     if cfg.augment == "pil":
         dataset = ViewDataset(source, [view_transform(s, cfg.mean, cfg.std) for s in views], idx)
-        dataset.batch_augment = None
     elif isinstance(source, ArraySource):  # one size, in memory: raw images, cropped on the device
         dataset = ViewDataset(source, [], idx)
         dataset.batch_augment = BatchedViews(cfg.views, cfg.mean, cfg.std)
