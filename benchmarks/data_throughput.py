@@ -61,7 +61,18 @@ PATHS = {
     "shards": ("shards", "batched", "cpu"),
     "shards-cuda": ("shards", "batched", "cuda"),
 }
-SMOKE = {"images": 64, "image_size": "160x120", "batch": 16, "batches": 2, "steps": 2, "size": 64, "rounds": 1}
+SMOKE = {
+    "images": 64,
+    "image_size": "160x120",
+    "batch": 16,
+    "batches": 2,
+    "steps": 2,
+    "size": 64,
+    "rounds": 1,
+    # one main-process thread: tiny ops are not worth a thread pool, and on busy cores OpenMP's
+    # spinning threads would stretch the run several-fold
+    "threads": 1,
+}
 
 # torchvision 0.29 deprecates its image decoders (for TorchCodec) with a warning on every call;
 # forked DataLoader workers inherit the filter
