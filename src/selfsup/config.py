@@ -97,6 +97,12 @@ class BackboneConfig:
     pos_embed: Literal["learn", "sincos"] = "learn"  # sincos: fixed 2-D sin-cos (MoCo v3)
     freeze_patch_embed: bool = False  # keep the random patch projection (MoCo v3)
     weight_init: Literal["timm", "moco"] = "timm"
+    #: start from existing weights instead of a random init (continued pretraining): a safetensors
+    #: file, a selfsup run directory, export or checkpoint, or a torchvision/timm state dict (.pt/.pth);
+    #: wrapper prefixes (``module.``, ``backbone.``, ``encoder.``, ...) are found and removed
+    weights: str = ""
+    #: start from torchvision's (ResNets) or timm's (ViTs) published ImageNet weights (downloads once)
+    pretrained: bool = False
 
 
 @dataclass

@@ -26,7 +26,7 @@ from ..eval.finetune import FinetuneConfig, balanced_subset, finetune, subset_fr
 from ..eval.knn import SWEEP_K, SWEEP_T, knn_classify, knn_sweep
 from ..eval.linear import LinearConfig, linear_probe
 from ..eval.supervised import Classifier
-from .runs import encoder_and_head, load_classifier, load_encoder, run_dataset, save_classifier
+from .runs import encoder_and_head, load_classifier, load_encoder, run_dataset, save_classifier, start_record
 
 
 def _check_positive(**values) -> None:
@@ -293,5 +293,5 @@ def embed_from_weights(
 def export_from_weights(weights: str | Path, out: str | Path) -> dict[str, Any]:
     """``selfsup export``: the evaluated encoder of a run or checkpoint as safetensors."""
     encoder, cfg = load_encoder(weights)
-    export_encoder(encoder, out, cfg.to_dict())
+    export_encoder(encoder, out, cfg.to_dict(), start=start_record(weights))
     return {"out": str(out), "backbone": cfg.backbone.name, "tensors": len(encoder.state_dict())}

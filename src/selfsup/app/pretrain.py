@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..eval.knn import knn_eval
 from ..train.checkpoint import atomic_write, load_checkpoint
 from ..train.loop import FitResult, fit
-from .runs import build_from_config, image_dataset, load_encoder
+from .runs import build_for_training, build_from_config, image_dataset, load_encoder
 
 #: keys that may differ between a run and its resumption (everything else must match).
 RESUMABLE_CHANGES = (
@@ -74,14 +74,17 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, max_steps: 
     """Pretrain the method of ``cfg`` on ``cfg.data``; writes the run directory ``out_dir``."""
     out = Path(out_dir)
     ckpt = out / "checkpoints" / "last.pt"
-    if resume and ckpt.exists():
-        check_resume_config(load_checkpoint(ckpt)["config"], cfg)
+    resuming = resume and ckpt.exists()
+    if resuming:
+        saved = load_checkpoint(ckpt)
+        check_resume_config(saved["config"], cfg)
     elif not resume and ckpt.exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     dist.setup_device(cfg.train.device)
     dataset = pretrain_dataset(cfg.data)
     dataset.check_readable()
-    method = build_from_config(cfg)
+    # a resumed run's weights come from its checkpoint; its start is recorded there
+    method, start = (build_from_config(cfg), saved.get("start")) if resuming else build_for_training(cfg)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(dump_config(cfg)))
@@ -95,6 +98,7 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, max_steps: 
         monitor=knn_monitor(cfg),
         monitor_every=cfg.knn.every,
         record=cfg.to_dict(),
+        start=start,
         num_workers=cfg.data.num_workers,
         max_steps=max_steps,
     )

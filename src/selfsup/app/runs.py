@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..backbones import backbone_from_config
+from ..backbones.weights import WeightsError, load_matched, published_state_dict
 from ..config import IMAGENET_MEAN, IMAGENET_STD, Config, DataConfig, ViewSpec, from_dict
 from ..data import ViewDataset, eval_dataset
 from ..errors import ConfigError, DataError
@@ -33,6 +34,76 @@ def build_from_config(cfg: Config) -> Method:
     torch.manual_seed(cfg.train.seed)
     backbone = backbone_from_config(cfg.backbone)
     return build_method(cfg.method.name, backbone, cfg.method)
+
+
+def build_for_training(cfg: Config) -> tuple[Method, dict[str, Any] | None]:
+    """As :func:`build_from_config`, the backbone started from ``backbone.weights`` or
+    ``backbone.pretrained`` before the method copies it into its targets (EMA teacher, key encoder).
+
+    Returns the method and where its start came from (None for a random init): ``source``, the
+    file's ``sha256``, the ``prefix`` removed from its keys, the number of tensors ``loaded`` and of
+    source tensors ``ignored``. The same random heads are drawn as by :func:`build_from_config`."""
+    b = cfg.backbone
+    if b.weights and b.pretrained:
+        raise ConfigError("backbone.weights and backbone.pretrained=true both name a start: keep one")
+    torch.manual_seed(cfg.train.seed)
+    backbone = backbone_from_config(b)
+    start = None
+    if b.weights:
+        state, source, digest = read_weights(b.weights)
+        info = load_matched(backbone, state, f"backbone.weights={b.weights}")
+        start = {"source": source, "sha256": digest, **info}
+    elif b.pretrained:
+        state, source = published_state_dict(b.name)
+        info = load_matched(backbone, state, f"backbone.pretrained ({source})")
+        start = {"source": source, "sha256": "", **info}
+    if start is not None:
+        start["ignored"] = len(start["ignored"])
+    return build_method(cfg.method.name, backbone, cfg.method), start
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str, str]:
+    """The tensors of a starting-weights file, a description of it, and the file's sha256.
+
+    A selfsup run directory, export or checkpoint gives its evaluated encoder (the teacher for DINO);
+    any other safetensors file or torch state dict (.pt, .pth, .bin, ...) its tensors, unwrapped from
+    a ``state_dict``, ``model``, ``teacher`` or ``module`` entry where it has one."""
+    import hashlib
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"backbone.weights: {p} not found")
+    if p.is_dir():
+        encoder, _ = load_encoder(p)
+        f = _weights_file(p)
+        return encoder.state_dict(), f"selfsup run {p}", hashlib.sha256(f.read_bytes()).hexdigest()
+    digest = hashlib.sha256(p.read_bytes()).hexdigest()
+    if p.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        try:
+            with safe_open(str(p), "pt") as f:
+                meta = f.metadata() or {}
+            tensors = load_file(str(p))
+        except Exception as e:  # noqa: BLE001
+            raise WeightsError(f"backbone.weights: {p} is not a readable safetensors file ({e})") from None
+        kind = "selfsup export" if meta.get("format") == "selfsup-backbone" else "safetensors file"
+        return tensors, f"{kind} {p}", digest
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
+        raise WeightsError(f"backbone.weights: {p} is not a readable state dict ({type(e).__name__}: {e})") from None
+    if isinstance(obj, dict) and obj.get("format") == 1 and "model" in obj and "config" in obj:
+        method, _ = load_method(p)
+        return method.encoder.state_dict(), f"selfsup checkpoint {p}", digest
+    for key in ("state_dict", "model", "teacher", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"backbone.weights: {p} holds no state dict of tensors")
+    return obj, f"state dict {p}", digest
 
 
 def config_from_record(record: dict[str, Any], where: str | Path) -> Config:
@@ -109,6 +180,18 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, Config]:
     encoder = backbone_from_config(cfg.backbone)
     encoder.load_state_dict(tensors)
     return encoder, cfg
+
+
+def start_record(path: str | Path) -> dict[str, Any] | None:
+    """Where the backbone of a run directory, export or checkpoint started from (None: random init)."""
+    p = _weights_file(path)
+    if p.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(p), "pt") as f:
+            start = (f.metadata() or {}).get("start")
+        return json.loads(start) if start else None
+    return load_checkpoint(p).get("start")
 
 
 def head_layers(method: Method, layers: int) -> nn.Sequential:

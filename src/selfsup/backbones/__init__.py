@@ -29,12 +29,13 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
 def backbone_from_config(cfg) -> nn.Module:
     """Build from a :class:`~selfsup.config.BackboneConfig`: the fields the builder takes are passed
     as keywords. A field it does not take must keep its default (``backbone.pos_embed=sincos`` on a
-    ResNet would otherwise be silently ignored): a ValueError names it."""
+    ResNet would otherwise be silently ignored): a ValueError names it. The starting weights
+    (``weights``, ``pretrained``) are not the architecture's: the application layer loads them."""
     builder = BACKBONES.get(cfg.name)
     accepted = inspect.signature(builder).parameters
     kwargs, defaults = {}, type(cfg)()
     for f in dataclasses.fields(cfg):
-        if f.name == "name":
+        if f.name in ("name", "weights", "pretrained"):
             continue
         value = getattr(cfg, f.name)
         if f.name in accepted:

@@ -41,13 +41,16 @@ from ..train.checkpoint import atomic_write, export_backbone
 EMBEDDING_FORMATS = (".npz", ".pt")
 
 
-def export_encoder(encoder: nn.Module, path: str | Path, record: dict[str, Any] | None = None) -> None:
+def export_encoder(
+    encoder: nn.Module, path: str | Path, record: dict[str, Any] | None = None, start: dict[str, Any] | None = None
+) -> None:
     """Write ``encoder``'s weights as safetensors (atomically); ``record`` (the run's config) goes in
-    the metadata so that :func:`selfsup.load_encoder` can rebuild the architecture."""
+    the metadata so that :func:`selfsup.load_encoder` can rebuild the architecture, and ``start``
+    (where the run's starting weights came from) with it."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: the exported file must end in .safetensors")
-    export_backbone(encoder, path, record)
+    export_backbone(encoder, path, record, start)
 
 
 def save_embeddings(

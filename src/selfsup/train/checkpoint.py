@@ -70,12 +70,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def export_backbone(encoder: nn.Module, path: Path, meta: dict[str, Any] | None = None) -> None:
-    """Write the evaluated encoder as safetensors (keys as in the plain torchvision/timm model)."""
+def export_backbone(
+    encoder: nn.Module, path: Path, meta: dict[str, Any] | None = None, start: dict[str, Any] | None = None
+) -> None:
+    """Write the evaluated encoder as safetensors (keys as in the plain torchvision/timm model), with
+    the run's config record (``meta``) and where its starting weights came from (``start``)."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     metadata = {"format": "selfsup-backbone", "meta": json.dumps(meta or {})}
+    if start is not None:
+        metadata["start"] = json.dumps(start)
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 

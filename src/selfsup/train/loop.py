@@ -60,13 +60,15 @@ def fit(
     monitor: Monitor | None = None,
     monitor_every: int = 0,
     record: dict[str, Any] | None = None,
+    start: dict[str, Any] | None = None,
     num_workers: int = 0,
     augment: Callable[[list[torch.Tensor], int], list[torch.Tensor]] | None = None,
     max_steps: int | None = None,
 ) -> FitResult:
     """Train ``method`` on ``dataset``; checkpoints, metrics and the exported backbone go to ``out_dir``.
 
-    ``record`` (the resolved config) is stored in checkpoints and export metadata. ``augment`` turns
+    ``record`` (the resolved config) is stored in checkpoints and export metadata, and ``start``
+    (where the backbone's starting weights came from, if not a random init) next to it. ``augment`` turns
     a batch of raw uint8 images into the views on the training device (``data.augment: batched``);
     without it the dataset yields the views. ``max_steps`` stops early after a checkpoint, as a
     preempted job would.
@@ -100,7 +102,8 @@ def fit(
     def checkpoint() -> None:
         if ckpt_path is not None and dist.is_main():
             state = {"format": 1, "model": method.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
-            save_checkpoint(ckpt_path, {**state, "rng": rng_state(), "config": record or {}, "world_size": world})
+            state.update(rng=rng_state(), config=record or {}, world_size=world, start=start)
+            save_checkpoint(ckpt_path, state)
         dist.barrier()
 
     metrics = StepMetrics(device, ckpt_path)
@@ -176,7 +179,7 @@ def fit(
     bar.close()
     elapsed = time.perf_counter() - t_start
     if out is not None and dist.is_main() and step == total:
-        export_backbone(method.encoder, out / "backbone.safetensors", record)
+        export_backbone(method.encoder, out / "backbone.safetensors", record, start)
     if skipped:
         warnings.warn(f"{len(skipped)} unreadable image(s) were skipped during training", stacklevel=2)
     logger.close()
