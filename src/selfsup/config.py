@@ -148,6 +148,12 @@ class TrainConfig:
     progress: bool = True
     collapse_threshold: float = 0.1  # warn when z_std stays below this (0 disables)
     collapse_window: int = 20  # ... for this many consecutive metric records
+    #: where metrics go (rank 0): metrics.jsonl (always: resume and report read it), TensorBoard, and
+    #: the trackers wandb and mlflow (pip install "selfsup[wandb]" or "selfsup[mlflow]"), configured
+    #: by their own environment variables (WANDB_MODE, WANDB_DIR, WANDB_PROJECT, MLFLOW_TRACKING_URI)
+    loggers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = field(
+        default_factory=lambda: ["jsonl", "tensorboard"]
+    )
 
 
 @dataclass

@@ -26,6 +26,7 @@ RESUMABLE_CHANGES = (
     "train.progress",
     "train.log_every",
     "train.ckpt_every",
+    "train.loggers",
     "train.device",
     "data.num_workers",
     "data.path",

@@ -1,4 +1,4 @@
-"""What the loop records: metrics to ``metrics.jsonl`` and TensorBoard (rank 0 only), the metric
+"""What the loop records: metrics to ``metrics.jsonl`` and the trackers (rank 0 only), the metric
 read-back with its cross-rank stop and NaN agreement, the collapse warning and the stop signal."""
 
 from __future__ import annotations
@@ -17,26 +17,32 @@ import torch
 
 from .. import dist
 from ..errors import NonFiniteLossError
+from .trackers import Tracker, build_trackers
 
 
 class MetricsLogger:
-    """Appends one JSON object per record; mirrors scalars to TensorBoard when it is installed.
+    """Appends one JSON object per record to ``metrics.jsonl`` and mirrors the scalars of records with a
+    ``step`` to the trackers of ``loggers`` (``train.loggers``: TensorBoard, W&B, MLflow; see
+    :mod:`selfsup.train.trackers`), which also get ``config`` (the run's resolved config) and, through
+    :meth:`artifact`, the exported backbone.
 
     ``resume_from(step)`` drops records past ``step``, written by a run that died after its last
     checkpoint, so the resumed run's curves have no duplicate steps.
     """
 
-    def __init__(self, out_dir: Path | None, enabled: bool = True, tensorboard: bool = True):
+    def __init__(
+        self,
+        out_dir: Path | None,
+        enabled: bool = True,
+        loggers: list[str] | tuple[str, ...] = ("jsonl", "tensorboard"),
+        config: dict[str, Any] | None = None,
+    ):
         self.enabled = enabled and out_dir is not None
         self.path = Path(out_dir) / "metrics.jsonl" if out_dir is not None else None
-        self._tb = None
-        if self.enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(Path(out_dir) / "tb"))
-            except ImportError:  # pragma: no cover - tensorboard is a dependency, but be lenient
-                warnings.warn("tensorboard is not installed; metrics go to metrics.jsonl only", stacklevel=2)
+        self.trackers: list[Tracker] = []
+        if self.enabled:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            self.trackers = build_trackers(list(loggers), Path(out_dir), config or {})
 
     def resume_from(self, step: int) -> None:
         if not self.enabled or not self.path.exists():
@@ -57,14 +63,24 @@ class MetricsLogger:
         clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in record.items()}
         with open(self.path, "a") as f:
             f.write(json.dumps(clean) + "\n")
-        if self._tb is not None and "step" in record:
-            for k, v in record.items():
-                if k != "step" and isinstance(v, int | float) and not isinstance(v, bool):
-                    self._tb.add_scalar(k, v, record["step"])
+        if self.trackers and "step" in record and "event" not in record:
+            scalars = {
+                k: float(v)
+                for k, v in record.items()
+                if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            for t in self.trackers:
+                t.log(int(record["step"]), scalars)
+
+    def artifact(self, path: Path) -> None:
+        """A file the run produced (the exported backbone), for the trackers that keep files."""
+        for t in self.trackers:
+            t.artifact(Path(path))
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        for t in self.trackers:
+            t.close()
+        self.trackers = []
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

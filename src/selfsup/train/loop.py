@@ -95,7 +95,7 @@ def fit(
     stop_at = total if max_steps is None else min(total, max_steps)
     schedule = build_schedule(optim, peak_lr, total, spe)
     loader = rank_loader(dataset, sampler, micro, num_workers, device, train.seed)
-    logger = MetricsLogger(out, enabled=dist.is_main())
+    logger = MetricsLogger(out, enabled=dist.is_main(), loggers=train.loggers, config=record)
     step = start_or_resume(method, optimizer, logger, ckpt_path if resume else None, world, device)
     step_start, t_start = step, time.perf_counter()
 
@@ -180,6 +180,7 @@ def fit(
     elapsed = time.perf_counter() - t_start
     if out is not None and dist.is_main() and step == total:
         export_backbone(method.encoder, out / "backbone.safetensors", record, start)
+        logger.artifact(out / "backbone.safetensors")
     if skipped:
         warnings.warn(f"{len(skipped)} unreadable image(s) were skipped during training", stacklevel=2)
     logger.close()
