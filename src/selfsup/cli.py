@@ -189,9 +189,16 @@ def _parser() -> argparse.ArgumentParser:
     em.add_argument("--batch-size", type=int, default=256)
     em.add_argument("--num-workers", type=int, default=2)
 
-    ex = sub.add_parser("export", help="write the evaluated encoder of a run or checkpoint as safetensors")
+    ex = sub.add_parser("export", help="write a run's evaluated encoder (safetensors, timm, torchvision)")
     ex.add_argument("--weights", required=True, help="run directory or checkpoint .pt")
-    ex.add_argument("--out", required=True, help="FILE.safetensors")
+    ex.add_argument("--out", required=True, help="FILE.safetensors, or a FOLDER for --format timm/torchvision")
+    ex.add_argument(
+        "--format",
+        dest="fmt",
+        choices=["safetensors", "timm", "torchvision"],
+        default="safetensors",
+        help="timm/torchvision: a folder (weights, config.json, model card README.md) that loads in one line",
+    )
     return p
 
 

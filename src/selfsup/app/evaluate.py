@@ -290,8 +290,13 @@ def embed_from_weights(
     return {"out": str(out), "n": len(names), "dim": feats.shape[1], "normalized": normalize}
 
 
-def export_from_weights(weights: str | Path, out: str | Path) -> dict[str, Any]:
-    """``selfsup export``: the evaluated encoder of a run or checkpoint as safetensors."""
+def export_from_weights(weights: str | Path, out: str | Path, fmt: str = "safetensors") -> dict[str, Any]:
+    """``selfsup export``: the evaluated encoder of a run or checkpoint as safetensors, or as a folder
+    for timm or torchvision (:mod:`selfsup.app.exports`)."""
+    if fmt != "safetensors":
+        from .exports import export_folder
+
+        return export_folder(weights, out, fmt)
     encoder, cfg = load_encoder(weights)
     export_encoder(encoder, out, cfg.to_dict(), start=start_record(weights))
     return {"out": str(out), "backbone": cfg.backbone.name, "tensors": len(encoder.state_dict())}
