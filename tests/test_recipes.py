@@ -56,6 +56,17 @@ BT = "facebookresearch/barlowtwins@8e8d284"
 DINO = "facebookresearch/dino@7c446df"
 SOLO = "vturrisi/solo-learn@9187ea3"
 DKOBAK = "dkobak/simclr-cifar10@44b2500"
+LIGHTLY = "lightly-ai/lightly@e8d317f"
+LIGHTLY_CIFAR = f"{LIGHTLY} docs/source/getting_started/benchmarks/cifar10_benchmark.py"
+MMCR = "ThomasYerxa/mmcr@fafd3a9"
+DCL_REF = "raminnakhli/Decoupled-Contrastive-Learning@0b9b76d (unofficial)"
+TICO_REF = "sayannag/TiCo-pytorch@2259b83 (unofficial)"
+VICREG = "facebookresearch/vicreg@4e12602"
+NNCLR_PAPER = (
+    "arXiv:2104.14548 sec. 4 implementation details (no official code: vissl issue #316 is pointed to solo-learn; "
+    "the paper's text was not in the reference store, so these are the values as briefed, the heads as "
+    "lightly 1.6.0 quotes the paper in lightly/models/modules/heads.py:212-216 and :246-248)"
+)
 SOLO_COMMON = (
     f"{SOLO} solo/args/pretrain.py:152-154 (lr x batch/256), solo/methods/base.py:291-294 (warm-up 10 epochs "
     "from 3e-5, cosine to 0, per step), solo/utils/lars.py (exclude_bias_n_norm: no wd, no adaptation on 1-D), "
@@ -1048,6 +1059,479 @@ RECIPES: dict[str, dict[str, Any]] = {
             **asymmetric(32, blur=(0.0, 0.0)),
         },
         "effective_lr": 0.3,
+        "exclude_bias_norm": True,
+    },
+    # ------------------------------------------------------------------ DCL / DCLW
+    "dcl-imagenet": {
+        "source": "arXiv:2110.06848 (paper; no official code, lightly-ai/lightly issue #782): abstract (SimCLR with "
+        f"DCL, batch 256, 200 epochs), eq. (6); the rest SimCLR's ({SIMCLR_V1}, as simclr-imagenet: head, views, LARS "
+        "eta 1e-3, wd 1e-6, 10 warm-up epochs, init_zero), with SimCLR's small-batch rule lr 0.075 x sqrt(bs) "
+        f"(arXiv:2002.05709 appendix B.1); {LIGHTLY} benchmarks/imagenet/resnet50/dcl.py:28-29 (SimCLRProjectionHead, "
+        "DCLLoss(temperature=0.1)), :91 (0.075 x sqrt(bs)), :95 (wd 1e-6); "
+        "docs/source/getting_started/benchmarks.rst:43,49",
+        "values": {
+            "method.name": "dcl",
+            "method.temperature": 0.1,
+            "method.proj_layers": 2,
+            "method.proj_hidden_dim": 0,  # the backbone's width
+            "method.proj_out_dim": 128,
+            "method.proj_last_bn": True,
+            "method.gather": True,
+            "backbone.name": "resnet50",
+            "backbone.zero_init_residual": True,
+            "optim.name": "lars",
+            "optim.lr": 0.075,
+            "optim.lr_scaling": "sqrt",
+            "optim.momentum": 0.9,
+            "optim.trust_coefficient": 0.001,
+            "optim.lars_clip": False,
+            "optim.weight_decay": 1e-6,
+            "optim.warmup_epochs": 10,
+            "optim.warmup_start_lr": 0.0,
+            "optim.schedule": "cosine",
+            "optim.min_lr": 0.0,
+            "train.batch_size": 256,
+            "train.epochs": 200,
+            **views(
+                0,
+                count=2,
+                size=224,
+                scale=(0.08, 1.0),
+                hflip_p=0.5,
+                **SIMCLR_JITTER,
+                blur_p=0.5,
+                blur_sigma=(0.1, 2.0),
+                solarize_p=0.0,
+                interpolation="bicubic",
+            ),
+        },
+        "effective_lr": 1.2,
+        "exclude_bias_norm": True,
+        "deviations": {
+            "data.mean": ((0.485, 0.456, 0.406), None, "the official SimCLR pipeline feeds [0, 1] pixels"),
+        },
+    },
+    "dclw-imagenet": {
+        "source": f"arXiv:2110.06848 sec. 3 (DCLW: negative von Mises-Fisher weight, sigma 0.5); {LIGHTLY} "
+        "benchmarks/imagenet/resnet50/dclw.py:29 (DCLWLoss(temperature=0.1, sigma=0.5)), "
+        f"lightly/loss/dcl_loss.py:35-38 (w = 2 - N softmax(s / sigma)); {DCL_REF} loss/dcl.py:42-43; the rest as "
+        "dcl-imagenet",
+        "values": {
+            "method.name": "dclw",
+            "method.sigma": 0.5,
+            "method.temperature": 0.1,
+            "method.proj_out_dim": 128,
+            "backbone.name": "resnet50",
+            "optim.lr": 0.075,
+            "optim.lr_scaling": "sqrt",
+            "optim.weight_decay": 1e-6,
+            "train.batch_size": 256,
+            "train.epochs": 200,
+        },
+        "effective_lr": 1.2,
+        "exclude_bias_norm": True,
+    },
+    "dcl-cifar10": {
+        "source": f"{LIGHTLY_CIFAR}:37 (batch 512, 800 epochs, 0.874 kNN), :756-785 (class DCL: "
+        "ResNetGenerator('resnet-18'), SimCLRProjectionHead(512, 512, 128), DCLLoss() temperature 0.1, "
+        "SGD(self.parameters(), lr 6e-2 x lr_factor, momentum 0.9, wd 5e-4), CosineAnnealingLR), :102-106 (epochs, kNN "
+        "k 200, T 0.1), :125-126 (lr_factor = bs/128), :174-178 (SimCLRTransform(input_size=32, cj_strength=0.5, "
+        "gaussian_blur=0.0): bilinear crops of scale 0.08-1)",
+        "values": {
+            **CIFAR_MEAN_STD,
+            "method.name": "dcl",
+            "method.temperature": 0.1,
+            "method.proj_layers": 2,
+            "method.proj_hidden_dim": 0,  # 512 for ResNet-18
+            "method.proj_out_dim": 128,
+            "method.proj_last_bn": True,
+            "backbone.name": "resnet18",
+            "backbone.cifar_stem": True,
+            "backbone.zero_init_residual": False,
+            "optim.name": "sgd",
+            "optim.lr_scaling": "linear",
+            "optim.momentum": 0.9,
+            "optim.nesterov": False,
+            "optim.warmup_epochs": 0,
+            "optim.schedule": "cosine",
+            "optim.min_lr": 0.0,
+            "train.batch_size": 512,
+            "train.epochs": 800,
+            "knn.k": 200,
+            "knn.temperature": 0.1,
+            **views(
+                0,
+                count=2,
+                size=32,
+                scale=(0.08, 1.0),
+                hflip_p=0.5,
+                **HALF_JITTER,
+                blur_p=0.0,
+                solarize_p=0.0,
+                interpolation="bilinear",
+            ),
+        },
+        "deviations": {
+            "optim.lr": (0.06, 0.12, "selfsup's DCL loss is loss_a + loss_b, twice lightly's mean: half the lr"),
+            "optim.weight_decay": (1e-3, 5e-4, "twice the wd at half the lr: exactly lightly's SGD update"),
+            "exclude_bias_norm": (
+                True,
+                False,
+                "lightly decays every parameter; DCL's method (SimCLR's) excludes 1-D ones",
+            ),
+        },
+    },
+    "dclw-cifar10": {
+        "source": f"{LIGHTLY_CIFAR}:38 (DCLW, batch 512, 800 epochs, 0.871 kNN), :788-817 (class DCLW: DCLWLoss() "
+        "temperature 0.1, sigma 0.5; model, optimizer and views as DCL's)",
+        "values": {
+            "method.name": "dclw",
+            "method.sigma": 0.5,
+            "method.temperature": 0.1,
+            "backbone.name": "resnet18",
+            "backbone.cifar_stem": True,
+            "optim.name": "sgd",
+            "train.batch_size": 512,
+            "train.epochs": 800,
+        },
+        "deviations": {
+            "optim.lr": (0.06, 0.12, "selfsup's DCL loss is loss_a + loss_b, twice lightly's mean: half the lr"),
+            "optim.weight_decay": (1e-3, 5e-4, "twice the wd at half the lr: exactly lightly's SGD update"),
+            "exclude_bias_norm": (
+                True,
+                False,
+                "lightly decays every parameter; DCL's method (SimCLR's) excludes 1-D ones",
+            ),
+        },
+    },
+    # ------------------------------------------------------------------ TiCo
+    "tico-imagenet": {
+        "source": f"arXiv:2206.10698 (paper; no official code); {LIGHTLY} benchmarks/imagenet/resnet50/tico.py:25 "
+        "(resnet50()), :28 (TiCoProjectionHead() 2048-4096-256), :33 (TiCoLoss(beta=0.9, rho=8.0)), :50-57 (tau "
+        "0.99 -> 1, cosine per step), :62-68 (online view 1, momentum view 2), :95-118 (LARS lr 0.2 x bs/256, "
+        "momentum 0.9, wd 1.5e-6, no wd on biases and norms), :119-129 (10 warm-up epochs, cosine; "
+        "lightly/utils/scheduler.py:174 end_value 0.001), :134 (TiCoTransform = BYOL's views, "
+        "lightly/transforms/byol_transform.py:100,215 bilinear); "
+        "benchmarks/imagenet/README.md:59-60 and main.py:53-54 (2 x 128 = 256, 100 epochs); "
+        f"lightly/loss/tico_loss.py:21-26 (beta 0.9, rho 8 from the paper); {TICO_REF} TiCo/main.py:88",
+        "values": {
+            "method.name": "tico",
+            "method.proj_hidden_dim": 4096,
+            "method.proj_out_dim": 256,
+            "method.beta": 0.9,
+            "method.rho": 8.0,
+            "method.momentum": 0.99,
+            "method.momentum_end": 1.0,
+            "backbone.name": "resnet50",
+            "backbone.zero_init_residual": False,
+            "optim.name": "lars",
+            "optim.lr": 0.2,
+            "optim.lr_scaling": "linear",
+            "optim.momentum": 0.9,
+            "optim.trust_coefficient": 0.001,
+            "optim.lars_clip": False,
+            "optim.weight_decay": 1.5e-6,
+            "optim.warmup_epochs": 10,
+            "optim.warmup_start_lr": 0.0,
+            "optim.min_lr": 0.2 / 1000,
+            "train.batch_size": 256,
+            "train.epochs": 100,
+            **asymmetric(224, interpolation="bilinear"),
+        },
+        "effective_lr": 0.2,
+        "exclude_bias_norm": True,
+    },
+    "tico-cifar10": {
+        "source": f"{LIGHTLY} docs/source/getting_started/benchmarks/imagenette_benchmark.py:1276-1328 (TiCoModel: "
+        "TiCoProjectionHead(512, 1024, 256), TiCoLoss() beta 0.9 rho 8, tau 0.996 -> 1 cosine, SGD(self.parameters(), "
+        "lr 0.3 x bs/256, momentum 0.9, wd 1e-4), 40 warm-up epochs at 800 epochs, CosineWarmupScheduler end 0.001), "
+        ":149 (lr_factor), :171-173 (BYOL views); docs/source/getting_started/benchmarks.rst:127 (batch 256, 800 "
+        "epochs); at 32 px without blur as examples/pytorch/tico.py:53-58",
+        "values": {
+            **CIFAR_MEAN_STD,
+            "method.name": "tico",
+            "method.proj_hidden_dim": 1024,
+            "method.proj_out_dim": 256,
+            "method.beta": 0.9,
+            "method.rho": 8.0,
+            "method.momentum": 0.996,
+            "method.momentum_end": 1.0,
+            "backbone.name": "resnet18",
+            "backbone.zero_init_residual": False,
+            "optim.name": "sgd",
+            "optim.lr": 0.3,
+            "optim.lr_scaling": "linear",
+            "optim.momentum": 0.9,
+            "optim.weight_decay": 1e-4,
+            "optim.warmup_epochs": 40,
+            "optim.min_lr": 0.3 / 1000,
+            "train.batch_size": 256,
+            "train.epochs": 800,
+            **asymmetric(32, blur=(0.0, 0.0), interpolation="bilinear"),
+        },
+        "effective_lr": 0.3,
+        "deviations": {
+            "backbone.cifar_stem": (
+                True,
+                False,
+                "32 px images: the 3x3/1 stem of lightly's CIFAR-10 benchmark ResNets",
+            ),
+            "exclude_bias_norm": (
+                True,
+                False,
+                "the Imagenette script decays every parameter; TiCo's method excludes "
+                "1-D ones, as lightly's ImageNet benchmark",
+            ),
+        },
+    },
+    # ------------------------------------------------------------------ MMCR
+    "mmcr-imagenet": {
+        "source": f"{MMCR} pretrain_imagenet.py:8-14,25 (batch 2048, n_aug 2, lr 0.6, tau 0.99, lmbda 0, 100 epochs, "
+        "MMCR_Momentum), :28-29 and README.md:24 (4 nodes x 4 GPUs), mmcr/imagenet/train.py:107 (8192-8192-512), "
+        ":110-112 (SyncBN), :122-130 (LARS lr x bs/256, wd 1e-6, momentum 0.9, 1-D filtered), :133 (10 warm-up "
+        "epochs, alpha_f 0.001), misc.py:7-34 (constant tau), :52-61 (eta 1e-3), models.py:21-40 (no biases), :27 "
+        "(zero_init_residual), loss_mmcr_momentum.py:29-71 (non-differentiable gather: gradient / 16), data.py:113-168 "
+        "(Barlow Twins' views, bicubic)",
+        "values": {
+            "method.name": "mmcr",
+            "method.proj_hidden_dim": 8192,
+            "method.proj_out_dim": 512,
+            "method.proj_layers": 3,
+            "method.lambd": 0.0,
+            "method.momentum_encoder": True,
+            "method.momentum": 0.99,
+            "method.loss_scale": 1 / 16,
+            "backbone.name": "resnet50",
+            "backbone.zero_init_residual": True,
+            "optim.name": "lars",
+            "optim.lr": 0.6,
+            "optim.lr_scaling": "linear",
+            "optim.momentum": 0.9,
+            "optim.trust_coefficient": 0.001,
+            "optim.lars_clip": False,
+            "optim.weight_decay": 1e-6,
+            "optim.warmup_epochs": 10,
+            "optim.warmup_start_lr": 0.0,
+            "optim.min_lr": 0.6 * 2048 / 256 / 1000,
+            "train.batch_size": 2048,
+            "train.epochs": 100,
+            **asymmetric(224),
+        },
+        "effective_lr": 4.8,
+        "exclude_bias_norm": True,
+    },
+    "mmcr-cifar10": {
+        "source": f"{MMCR} pretrain_cifar_stl.py:7-12 (cifar10, batch 32, n_aug 40, lr 1e-3, lmbda 0, 500 epochs), "
+        "mmcr/cifar_stl/train.py:24 (projector 512-128), :35 (Adam(model.parameters(), lr, weight_decay=1e-6), no "
+        "schedule), :36 (no momentum encoder), models.py:13-40 (ResNet-50, 3x3/1 conv1, no max-pool, no biases), "
+        "data.py:176-187 (RandomResizedCrop(32) bilinear, flip, jitter (0.4, 0.4, 0.4, 0.1) p=0.8, grayscale 0.2, the "
+        "mean/std)",
+        "values": {
+            "data.mean": (0.4914, 0.4822, 0.4465),
+            "data.std": (0.2023, 0.1994, 0.2010),
+            "method.name": "mmcr",
+            "method.proj_hidden_dim": 512,
+            "method.proj_out_dim": 128,
+            "method.proj_layers": 2,
+            "method.lambd": 0.0,
+            "method.momentum_encoder": False,
+            "method.loss_scale": 1.0,
+            "backbone.name": "resnet50",
+            "backbone.cifar_stem": True,
+            "backbone.zero_init_residual": False,
+            "optim.lr": 1e-3,
+            "optim.lr_scaling": "none",
+            "optim.betas": (0.9, 0.999),
+            "optim.weight_decay": 1e-6,
+            "optim.warmup_epochs": 0,
+            "optim.schedule": "step",
+            "optim.lr_milestones": [],
+            "train.batch_size": 32,
+            "train.epochs": 500,
+            **views(
+                0,
+                count=40,
+                size=32,
+                scale=(0.08, 1.0),
+                hflip_p=0.5,
+                **HALF_JITTER,
+                blur_p=0.0,
+                solarize_p=0.0,
+                interpolation="bilinear",
+            ),
+        },
+        "effective_lr": 1e-3,
+        "deviations": {
+            "optim.name": ("adamw", "adam", "AdamW's decoupled wd 1e-6 for Adam's L2 wd 1e-6, both negligible"),
+            "exclude_bias_norm": (
+                True,
+                False,
+                "the CIFAR Adam decays every parameter; MMCR's method excludes 1-D ones, as the official ImageNet LARS",
+            ),
+        },
+    },
+    # ------------------------------------------------------------------ VICReg
+    "vicreg-imagenet": {
+        "source": f"{VICREG} README.md:80 (run_with_submitit.py --arch resnet50 --epochs 1000 --batch-size 2048 "
+        "--base-lr 0.2); main_vicreg.py:44 (--mlp 8192-8192-8192), :48 (--epochs default 100), :54 (--wd 1e-6), "
+        ":58-63 (--sim-coeff 25 --std-coeff 25 --cov-coeff 1), :107 (SyncBatchNorm), :109-115 and :235-236 "
+        "(LARS, 1-D parameters out of wd and adaptation), :167-181 (lr x bs/256, 10 warm-up epochs from 0, cosine "
+        "to 1/1000), :190 (zero_init_residual=True), :205-207 (eps 1e-4, hinge at 1, the views' mean), :223-232 "
+        "(Projector: last Linear without bias), :252 (eta 0.001); augmentations.py:37-84 (bicubic crops, jitter "
+        "(0.4, 0.4, 0.2, 0.1) p=0.8, blur 1.0 / 0.1 with sigma 0.1-2.0, solarization 0 / 0.2, ImageNet mean/std)",
+        "values": {
+            "method.name": "vicreg",
+            "method.proj_hidden_dim": 8192,
+            "method.proj_out_dim": 8192,
+            "method.proj_layers": 3,
+            "method.sim_coeff": 25.0,
+            "method.std_coeff": 25.0,
+            "method.cov_coeff": 1.0,
+            "method.gamma": 1.0,
+            "method.eps": 1e-4,
+            "method.gather": True,
+            "backbone.name": "resnet50",
+            "backbone.zero_init_residual": True,
+            "optim.name": "lars",
+            "optim.lr": 0.2,
+            "optim.lr_scaling": "linear",
+            "optim.momentum": 0.9,
+            "optim.trust_coefficient": 0.001,
+            "optim.lars_clip": False,
+            "optim.weight_decay": 1e-6,
+            "optim.warmup_epochs": 10,
+            "optim.warmup_start_lr": 0.0,
+            "optim.schedule": "cosine",
+            "optim.min_lr": 0.2 * 2048 / 256 / 1000,
+            "train.batch_size": 2048,
+            "train.epochs": 1000,
+            "data.mean": (0.485, 0.456, 0.406),
+            "data.std": (0.229, 0.224, 0.225),
+            **asymmetric(224, blur_sigma=(0.1, 2.0)),
+        },
+        "effective_lr": 1.6,
+        "exclude_bias_norm": True,
+    },
+    "vicreg-cifar10": {
+        "source": f"{SOLO} scripts/pretrain/cifar/vicreg.yaml (proj_hidden_dim 2048, proj_output_dim 2048, "
+        "sim/var/cov 25/25/1; its own views: crop 0.2-1, jitter (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale 0.2, no "
+        "blur, solarization 0.1, flip 0.5, two 32-px crops; lars lr 0.3, wd 1e-4, eta 0.02, clip_lr, "
+        "exclude_bias_n_norm, batch 256, 1000 epochs), solo/methods/vicreg.py:53-61 (3-layer projector), "
+        f"solo/losses/vicreg.py:52-56 (eps 1e-4, the views' hinges summed), :104-111 (gathered); {SOLO_COMMON}",
+        "values": {
+            **CIFAR_MEAN_STD,
+            "method.name": "vicreg",
+            "method.proj_hidden_dim": 2048,
+            "method.proj_out_dim": 2048,
+            "method.proj_layers": 3,
+            "method.sim_coeff": 25.0,
+            "method.cov_coeff": 1.0,
+            "method.eps": 1e-4,
+            "backbone.name": "resnet18",
+            "backbone.cifar_stem": True,
+            "backbone.zero_init_residual": False,
+            "optim.name": "lars",
+            "optim.lr": 0.3,
+            "optim.lr_scaling": "linear",
+            "optim.trust_coefficient": 0.02,
+            "optim.lars_clip": True,
+            "optim.weight_decay": 1e-4,
+            "optim.warmup_epochs": 10,
+            "optim.warmup_start_lr": 3e-5,
+            "optim.min_lr": 0.0,
+            "train.batch_size": 256,
+            "train.epochs": 1000,
+            **views(
+                0,
+                count=2,
+                size=32,
+                scale=(0.2, 1.0),
+                hflip_p=0.5,
+                **BYOL_JITTER,
+                blur_p=0.0,
+                solarize_p=0.1,
+                interpolation="bicubic",
+            ),
+        },
+        "effective_lr": 0.3,
+        "exclude_bias_norm": True,
+        "deviations": {
+            "method.std_coeff": (
+                50.0,
+                25.0,
+                "solo-learn sums the two views' variance hinges (solo/losses/vicreg.py:55), selfsup and the "
+                "official code (main_vicreg.py:207) average them: 50 on the mean is solo-learn's 25 on the sum",
+            ),
+        },
+    },
+    # ------------------------------------------------------------------ NNCLR
+    "nnclr-imagenet": {
+        "source": f"{NNCLR_PAPER}: ResNet-50, projector [2048, 2048, 256] with BN after every layer, predictor "
+        "[4096, 256], support set 98,304, temperature 0.1, batch 4096, LARS lr 0.3 x bs/256 = 4.8, 10 warm-up "
+        f"epochs then cosine, wd 1e-6, 1000 epochs, BYOL's augmentations ({BYOL} byol/utils/augmentations.py, as "
+        "byol-imagenet)",
+        "values": {
+            "method.name": "nnclr",
+            "method.temperature": 0.1,
+            "method.proj_hidden_dim": 2048,
+            "method.proj_out_dim": 256,
+            "method.proj_layers": 3,
+            "method.pred_hidden_dim": 4096,
+            "method.queue_size": 98304,
+            "method.gather": True,
+            "backbone.name": "resnet50",
+            "optim.name": "lars",
+            "optim.lr": 0.3,
+            "optim.lr_scaling": "linear",
+            "optim.momentum": 0.9,
+            "optim.weight_decay": 1e-6,
+            "optim.warmup_epochs": 10,
+            "optim.schedule": "cosine",
+            "optim.min_lr": 0.0,
+            "train.batch_size": 4096,
+            "train.epochs": 1000,
+            **asymmetric(224),
+        },
+        "effective_lr": 4.8,
+        "deviations": {
+            "backbone.zero_init_residual": (False, None, "not stated in the paper; torchvision's init"),
+            "optim.trust_coefficient": (0.001, None, "not stated in the paper; SimCLR's LARS eta"),
+            "exclude_bias_norm": (True, None, "not stated in the paper; SimCLR's LARS excludes biases and BN"),
+        },
+    },
+    "nnclr-cifar10": {
+        "source": f"{SOLO} scripts/pretrain/cifar/nnclr.yaml (temperature 0.2, proj_hidden_dim 2048, "
+        "pred_hidden_dim 4096, proj_output_dim 256, queue_size 65536, lars lr 0.4, wd 1e-5, eta 0.02, clip_lr, "
+        "exclude_bias_n_norm, batch 256, 1000 epochs), solo/methods/nnclr.py:53-70 (projector with BN on its "
+        "output, predictor), :150-152 (neighbour: largest dot product of normalized rows), :193-200 (the two "
+        "directions averaged), :207 (z1 enqueued), solo/losses/nnclr.py:39-50 (eq. 1, gathered predictions as "
+        f"negatives), augmentations/asymmetric.yaml; {SOLO_COMMON}",
+        "values": {
+            **CIFAR_MEAN_STD,
+            "method.name": "nnclr",
+            "method.temperature": 0.2,
+            "method.proj_hidden_dim": 2048,
+            "method.proj_out_dim": 256,
+            "method.proj_layers": 3,
+            "method.pred_hidden_dim": 4096,
+            "method.queue_size": 65536,
+            "backbone.name": "resnet18",
+            "backbone.cifar_stem": True,
+            "backbone.zero_init_residual": False,
+            "optim.name": "lars",
+            "optim.lr": 0.4,
+            "optim.lr_scaling": "linear",
+            "optim.trust_coefficient": 0.02,
+            "optim.lars_clip": True,
+            "optim.weight_decay": 1e-5,
+            "optim.warmup_epochs": 10,
+            "optim.warmup_start_lr": 3e-5,
+            "optim.min_lr": 0.0,
+            "train.batch_size": 256,
+            "train.epochs": 1000,
+            **asymmetric(32, blur=(0.0, 0.0)),
+        },
+        "effective_lr": 0.4,
         "exclude_bias_norm": True,
     },
 }
