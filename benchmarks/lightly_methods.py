@@ -37,6 +37,28 @@ Known differences of lightly's implementation from selfsup's (kept: they are lig
   ``requires_grad`` for ``n_steps_frozen_prototypes`` steps.
 - DINO: ``DINOProjectionHead`` uses the deprecated ``torch.nn.utils.weight_norm`` (so the teacher head is
   built anew and loaded, not deep-copied, as in throughput.py) and always has 3 MLP layers.
+- DCL and DCLW: one backbone pass per view; lightly's ``DCLLoss``/``DCLWLoss`` equal selfsup's ``dcl_loss``
+  (checked on the same projections), the mean over the 2N anchors, which selfsup's method doubles
+  (``loss_a + loss_b``, as SimCLR's): the same direction, half the gradient; lightly's output BN has a
+  shift (selfsup's, as SimCLR's, a scale only); DCLW's weights are normalized over each process's batch
+  (selfsup: over the global batch; the same on one process).
+- TiCo: lightly's ``TiCoLoss`` computes the same function as selfsup's ``tico_loss`` (checked: equal losses
+  and running matrices over several steps) but keeps ``C`` as a plain attribute: it is not in the state
+  dict, so a resumed lightly run restarts it from zeros.
+- MMCR: lightly's ``MMCRLoss`` does not l2-normalize the projections (the official code and selfsup do),
+  takes the local nuclear norms over the online and momentum views together (official: online only) and
+  does not gather across processes (each process's own centroid matrix); one backbone pass per view
+  (selfsup and the official code: all views in one BN batch). On normalized inputs its loss equals selfsup's.
+- VICReg: ``VICRegLoss`` is the official loss (local MSE, variance hinge averaged over the two views,
+  covariance summed; gathered with gradient) with the hinge fixed at 1 (``gamma``); ``VICRegProjectionHead``'s
+  hidden layers have no bias (the official ones do: a no-op before BN) and its last layer has one (the
+  official one has none; VICReg's loss is blind to a shift common to both views, so it never trains).
+- NNCLR: lightly's example computes ``NTXentLoss(NN(z0), p1)``, SimCLR's 2N-anchor loss, in which the
+  predictions are anchors too and the other neighbours are negatives as well (selfsup and solo-learn: the
+  paper's eq. 1, each neighbour against the other view's predictions of the batch); it enqueues the second
+  view's projections (selfsup, as solo-learn: the first view's); ``NNMemoryBankModule`` does not gather
+  across processes (each process searches its own bank; selfsup's support set holds all ranks'
+  projections) and its bank is not in the state dict (a resumed lightly run restarts it at random).
 """
 
 from __future__ import annotations
@@ -49,19 +71,27 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightly.loss import BarlowTwinsLoss, DINOLoss, NegativeCosineSimilarity, NTXentLoss, SwaVLoss
+from lightly.loss.dcl_loss import DCLLoss, DCLWLoss
+from lightly.loss.mmcr_loss import MMCRLoss
+from lightly.loss.tico_loss import TiCoLoss
+from lightly.loss.vicreg_loss import VICRegLoss
 from lightly.models.modules import (
     BarlowTwinsProjectionHead,
     BYOLPredictionHead,
     BYOLProjectionHead,
     DINOProjectionHead,
+    MMCRProjectionHead,
     MoCoProjectionHead,
+    NNCLRPredictionHead,
+    NNCLRProjectionHead,
+    NNMemoryBankModule,
     SimCLRProjectionHead,
     SimSiamPredictionHead,
     SimSiamProjectionHead,
     SwaVProjectionHead,
     SwaVPrototypes,
 )
-from lightly.models.modules.heads import ProjectionHead
+from lightly.models.modules.heads import ProjectionHead, TiCoProjectionHead, VICRegProjectionHead
 from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.models.utils import deactivate_requires_grad
 from torch import nn
@@ -370,6 +400,148 @@ class LightlyDINO(LightlyMethod):
         return StepOutput(loss, {"z_std": embedding_std(student[0])})
 
 
+class LightlyDCL(LightlyMethod):
+    """examples/pytorch/dcl.py: ``SimCLRProjectionHead`` + ``DCLLoss(temperature)``, one pass per view;
+    negatives gathered across processes (``gather_distributed``, as benchmarks/imagenet/resnet50/dcl.py)."""
+
+    def __init__(self, backbone: nn.Module, cfg) -> None:
+        super().__init__(backbone, cfg)
+        _require(cfg.proj_last_bn, "DCL without BN on the projection output (proj_last_bn=false)")
+        w = backbone.num_features
+        self.projection_head = SimCLRProjectionHead(
+            w, cfg.proj_hidden_dim or w, cfg.proj_out_dim, num_layers=cfg.proj_layers, batch_norm=True
+        )
+        self.criterion = self._criterion(cfg)
+
+    def _criterion(self, cfg) -> nn.Module:
+        return DCLLoss(temperature=cfg.temperature, gather_distributed=cfg.gather)
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        z0, z1 = (self.projection_head(self.backbone(v)) for v in views)
+        with warnings.catch_warnings():  # DCLW's weights go through torch.tensor(tensor), which warns
+            warnings.simplefilter("ignore", UserWarning)
+            loss = _fp32(self.criterion, z0, z1)
+        return StepOutput(loss, {"z_std": embedding_std(z0)})
+
+
+class LightlyDCLW(LightlyDCL):
+    """examples/pytorch/dcl.py with ``DCLWLoss(temperature, sigma)`` (the example's commented alternative)."""
+
+    def _criterion(self, cfg) -> nn.Module:
+        return DCLWLoss(temperature=cfg.temperature, sigma=cfg.sigma, gather_distributed=cfg.gather)
+
+
+class LightlyTiCo(LightlyMethod):
+    """examples/pytorch/tico.py: ``TiCoProjectionHead``, momentum copies, ``TiCoLoss(beta, rho)`` (gathered
+    across processes, as benchmarks/imagenet/resnet50/tico.py) on the online projection of view 0 and the
+    momentum projection of view 1."""
+
+    def __init__(self, backbone: nn.Module, cfg) -> None:
+        super().__init__(backbone, cfg)
+        self.projection_head = TiCoProjectionHead(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_out_dim)
+        self.backbone_momentum = _momentum_copy(self.backbone)
+        self.projection_head_momentum = _momentum_copy(self.projection_head)
+        self.criterion = TiCoLoss(beta=cfg.beta, rho=cfg.rho, gather_distributed=cfg.gather)
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.backbone, self.backbone_momentum), (self.projection_head, self.projection_head_momentum)]
+
+    def ema_momentum(self, progress: Progress) -> float:
+        return cosine_momentum(self.cfg.momentum, self.cfg.momentum_end, progress)
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        z0 = self.projection_head(self.backbone(views[0]))
+        with torch.no_grad():
+            z1 = self.projection_head_momentum(self.backbone_momentum(views[1]))
+        return StepOutput(_fp32(self.criterion, z0, z1), {"z_std": embedding_std(z0)})
+
+
+class LightlyMMCR(LightlyMethod):
+    """examples/pytorch/mmcr.py: ``MMCRProjectionHead`` (no biases), momentum copies, ``MMCRLoss(lmda)`` on the
+    ``(batch, k, dim)`` stacks of the online and momentum projections of every view, one pass per view; times
+    the preset's ``loss_scale`` (lightly's loss has no such factor). Without a momentum encoder (the
+    official CIFAR setting) the online projections stand in for lightly's momentum branch, which leaves the
+    centroids (and their gradient) unchanged."""
+
+    def __init__(self, backbone: nn.Module, cfg) -> None:
+        super().__init__(backbone, cfg)
+        _require(cfg.proj_layers >= 2, f"a {cfg.proj_layers}-layer MMCR projector (MMCRProjectionHead has 2 or more)")
+        _require(
+            cfg.momentum_encoder or cfg.lambd == 0, "MMCR's local nuclear norms (lambd > 0) without a momentum encoder"
+        )
+        self.projection_head = MMCRProjectionHead(
+            backbone.num_features, cfg.proj_hidden_dim, cfg.proj_out_dim, num_layers=cfg.proj_layers - 1
+        )
+        if cfg.momentum_encoder:
+            self.backbone_momentum = _momentum_copy(self.backbone)
+            self.projection_head_momentum = _momentum_copy(self.projection_head)
+        self.criterion = MMCRLoss(lmda=cfg.lambd)
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        if not self.cfg.momentum_encoder:
+            return []
+        return [(self.backbone, self.backbone_momentum), (self.projection_head, self.projection_head_momentum)]
+
+    def ema_momentum(self, progress: Progress) -> float:
+        return self.cfg.momentum
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        z_o = torch.stack([self.projection_head(self.backbone(v)) for v in views], dim=1)
+        z_m = z_o
+        if self.cfg.momentum_encoder:
+            with torch.no_grad():
+                z_m = torch.stack([self.projection_head_momentum(self.backbone_momentum(v)) for v in views], dim=1)
+        loss = self.cfg.loss_scale * _fp32(self.criterion, z_o, z_m)
+        return StepOutput(loss, {"z_std": embedding_std(z_o[:, 0])})
+
+
+class LightlyVICReg(LightlyMethod):
+    """examples/pytorch/vicreg.py: ``VICRegProjectionHead`` + ``VICRegLoss(lambda, mu, nu, eps)``, one pass per
+    view; variance and covariance gathered across processes (``gather_distributed``, selfsup's ``gather``)."""
+
+    def __init__(self, backbone: nn.Module, cfg) -> None:
+        super().__init__(backbone, cfg)
+        _require(cfg.gamma == 1.0, f"a target std of {cfg.gamma} (VICRegLoss's hinge is at 1)")
+        _require(cfg.proj_layers >= 2, f"a {cfg.proj_layers}-layer VICReg expander (VICRegProjectionHead has 2+)")
+        self.projection_head = VICRegProjectionHead(
+            backbone.num_features, cfg.proj_hidden_dim, cfg.proj_out_dim, num_layers=cfg.proj_layers
+        )
+        self.criterion = VICRegLoss(
+            lambda_param=cfg.sim_coeff,
+            mu_param=cfg.std_coeff,
+            nu_param=cfg.cov_coeff,
+            gather_distributed=cfg.gather,
+            eps=cfg.eps,
+        )
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        z0, z1 = (self.projection_head(self.backbone(v)) for v in views)
+        return StepOutput(_fp32(self.criterion, z0, z1), {"z_std": embedding_std(z0)})
+
+
+class LightlyNNCLR(LightlyMethod):
+    """examples/pytorch/nnclr.py: ``NNCLRProjectionHead`` (3 layers, BN on the output),
+    ``NNCLRPredictionHead``, ``NNMemoryBankModule`` of ``(queue_size, proj_out_dim)`` (looked up with view 0's
+    projections before, view 1's with the update), ``NTXentLoss(temperature)`` (negatives gathered with
+    selfsup's ``gather``), ``0.5 * (NTXent(NN(z0), p1) + NTXent(NN(z1), p0))`` on detached projections."""
+
+    def __init__(self, backbone: nn.Module, cfg) -> None:
+        super().__init__(backbone, cfg)
+        _require(cfg.proj_layers == 3, f"a {cfg.proj_layers}-layer NNCLR projector (NNCLRProjectionHead has 3)")
+        self.projection_head = NNCLRProjectionHead(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_out_dim)
+        self.prediction_head = NNCLRPredictionHead(cfg.proj_out_dim, cfg.pred_hidden_dim, cfg.proj_out_dim)
+        self.memory_bank = NNMemoryBankModule(size=(cfg.queue_size, cfg.proj_out_dim))
+        self.criterion = NTXentLoss(temperature=cfg.temperature, gather_distributed=cfg.gather)
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        z = [self.projection_head(self.backbone(v)) for v in views]
+        p = [self.prediction_head(zi) for zi in z]
+        nn0 = _fp32(self.memory_bank, z[0].detach(), update=False)
+        nn1 = _fp32(self.memory_bank, z[1].detach(), update=True)
+        loss = 0.5 * (_fp32(self.criterion, nn0, p[1]) + _fp32(self.criterion, nn1, p[0]))
+        return StepOutput(loss, {"z_std": embedding_std(z[0])})
+
+
 #: selfsup method name -> lightly's implementation (methods lightly has)
 LIGHTLY: dict[str, type[Method]] = {
     "simclr": LightlySimCLR,
@@ -379,6 +551,12 @@ LIGHTLY: dict[str, type[Method]] = {
     "barlowtwins": LightlyBarlowTwins,
     "swav": LightlySwAV,
     "dino": LightlyDINO,
+    "dcl": LightlyDCL,
+    "dclw": LightlyDCLW,
+    "tico": LightlyTiCo,
+    "mmcr": LightlyMMCR,
+    "vicreg": LightlyVICReg,
+    "nnclr": LightlyNNCLR,
 }
 
 

@@ -158,6 +158,27 @@ PROTOCOL: dict[str, tuple[str, list[str]]] = {
     # earlier protocol set here, and two 32-px crops. c = (2 + 2/3 teacher) x 1.25 x 1.15 (2048-wide
     # head, 4,096 outputs): 87 s/epoch
     "dino": ("dino-cifar10", [WARMUP, "train.batch_size=64", "train.epochs=3"]),
+    # c = 2 (SimCLR's two views and 128-wide head; only the loss differs): 45 s/epoch, SimCLR's 5 epochs.
+    # The preset's temperature 0.1 (lightly's) and SGD (lightly's CIFAR-10 benchmark) are kept.
+    "dcl": ("dcl-cifar10", [WARMUP, "train.epochs=5"]),
+    "dclw": ("dclw-cifar10", [WARMUP, "train.epochs=5"]),
+    # c = 1 + 1/3 (online network on view 1, momentum encoder forward-only on view 2; the 1024-wide head is
+    # negligible), but both views are augmented, as MoCo: about 30-35 s/epoch, MoCo's 7 epochs
+    "tico": ("tico-cifar10", [WARMUP, "train.epochs=7"]),
+    # the preset's 40 views of 32 images cost 40 view-images per image: 4 views here, at batch 64 (4x the
+    # Adam steps: the official batch is 32). c = 4 x 1.25 (batch 64; no momentum encoder in the CIFAR
+    # setting): 114 s/epoch
+    "mmcr": ("mmcr-cifar10", [WARMUP, "train.batch_size=64", "data.views.0.count=4", "train.epochs=2"]),
+    # c = 2 x 1.35 (2048-wide 3-layer expander and two 2048 x 2048 covariances, as Barlow Twins): 61 s/epoch,
+    # Barlow Twins' 4 epochs. Unclipped LARS as Barlow Twins: the preset is solo-learn's same clipped LARS
+    # (lr 0.3, eta 0.02), whose steps were too large for a 1-epoch warm-up there (PROTOCOL.md: 0.1705 capped
+    # against 0.327); not measured for VICReg.
+    "vicreg": ("vicreg-cifar10", [WARMUP, "optim.lars_clip=false", "train.epochs=4"]),
+    # c = 2 x 1.3 (2048-wide 3-layer projector, 4096-wide predictor; the neighbour search over 4,096 rows is
+    # negligible): 59 s/epoch. The support set at 4,096 (the preset's solo-learn 65,536 is 6.5x the 10,000
+    # images and would not fill in a 4-epoch run: most neighbours would stay random vectors): full after 16
+    # of the 39 steps of an epoch, each entry at most 16 steps old (lightly's example and MoCo's CIFAR size).
+    "nnclr": ("nnclr-cifar10", [WARMUP, "method.queue_size=4096", "train.epochs=4"]),
 }
 
 
