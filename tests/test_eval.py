@@ -397,6 +397,29 @@ def test_cli_knn_sweep(capsys, run_dir, folders):
     _cli_fails(capsys, "knn", *common, "--sweep", "--sweep-k", "0,x")
 
 
+def _parse_html(text: str) -> dict:
+    """The page's inlined PNGs (decoded), its text, and any external references (scripts, links,
+    non-data image sources), read with the standard library's HTML parser."""
+    import base64
+    from html.parser import HTMLParser
+
+    page: dict = {"images": [], "text": "", "links": []}
+
+    class Reader(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "img" and a.get("src", "").startswith("data:image/png;base64,"):
+                page["images"].append(base64.b64decode(a["src"].split(",", 1)[1]))
+            elif tag in ("img", "script", "link", "iframe") or "href" in a:
+                page["links"].append((tag, a))
+
+        def handle_data(self, data):
+            page["text"] += data
+
+    Reader().feed(text)
+    return page
+
+
 def _png_stats(path):
     img = np.asarray(Image.open(path).convert("RGB"))
     colours = len(np.unique(img.reshape(-1, 3)[::7], axis=0))
@@ -406,17 +429,52 @@ def _png_stats(path):
 def test_cli_report(capsys, run_dir, folders):
     train, test = folders
     res = _cli(capsys, "report", run_dir, "--train", train, "--test", test, "--device", "cpu", "--queries", 3)
-    assert res["files"] == ["curves.png", "tsne.png", "retrieval.png", "summary.md"]
+    assert res["files"] == ["curves.png", "tsne.png", "retrieval.png", "summary.md", "report.html"]
     for name in res["files"][:3]:
         std, colours = _png_stats(run_dir / "report" / name)
         assert std > 20 and colours > 20, (name, std, colours)
     summary = (run_dir / "report" / "summary.md").read_text()
-    assert "simclr" in summary and "final loss" in summary and f"{100 * res['knn']['top1']:.2f}%" in summary
+    knn = f"{100 * res['knn']['top1']:.2f}%"
+    assert "simclr" in summary and "final loss" in summary and knn in summary
+    page = _parse_html((run_dir / "report" / "report.html").read_text())
+    # the three plots inlined byte for byte, the figures and the resolved config on the page
+    assert page["images"] == [(run_dir / "report" / n).read_bytes() for n in res["files"][:3]]
+    assert knn in page["text"] and "final loss" in page["text"] and page["links"] == []
+    assert (run_dir / "config.yaml").read_text().strip() in page["text"]
     # the curves alone need only the run directory
     res = _cli(capsys, "report", run_dir)
-    assert res["files"] == ["curves.png", "summary.md"]
+    assert res["files"] == ["curves.png", "summary.md", "report.html"]
     _cli_fails(capsys, "report", run_dir / "nope")
     _cli_fails(capsys, "report", run_dir, "--train", train)
+
+
+def test_report_page_renders_in_headless_chromium(run_dir, folders, tmp_path):
+    """The page as a browser draws it: Debian's chromium (``apt-get install chromium``) takes a
+    screenshot that is not blank, and its console logs nothing (chromium writes each console message,
+    console.error and uncaught errors alike, as a CONSOLE line on stderr with --enable-logging)."""
+    import shutil
+    import subprocess
+
+    from selfsup.app.report import make_report
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    train, test = folders
+    out = tmp_path / "report"
+    make_report(run_dir, str(train), str(test), device="cpu", n_queries=3, out=out)
+    shot = tmp_path / "shot.png"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr",
+           "--v=0", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2400",
+           f"--screenshot={shot}", (out / "report.html").as_uri()]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), res.stderr[-2000:]
+    # the page has no scripts: any console message (console.error, an uncaught error, a failed load) is a fault
+    assert [line for line in res.stderr.splitlines() if "CONSOLE" in line] == []
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(float)
+    top, rest = img[:400], img[400:]
+    assert img.std() > 20 and len(np.unique(img.reshape(-1, 3)[::11], axis=0)) > 50  # text and plots, not blank
+    assert rest.std() > 20 and top.std() > 5  # the plots below the summary drew too
 
 
 def test_cli_embed(capsys, run_dir, folders, tmp_path):

@@ -5,7 +5,9 @@
 - ``tsne.png``: a 2-D t-SNE map (scikit-learn) of test embeddings coloured by class;
 - ``retrieval.png``: a few test images, each followed by its nearest train images (cosine
   similarity of embeddings), framed green when the class matches and red when not;
-- ``summary.md``: the run's method and settings, final metrics, the kNN accuracy of the embeddings.
+- ``summary.md``: the run's method and settings, final metrics, the kNN accuracy of the embeddings;
+- ``report.html``: one self-contained page (the plots inlined as PNG data, no scripts, no network)
+  with the summary, the plots and the resolved config, to open in a browser or attach to a ticket.
 
 The embedding plots need labelled ``train`` and ``test`` sets (ImageFolder); the curves need only
 the run directory. Plots are drawn on matplotlib's Agg canvas, without pyplot or a display.
@@ -167,8 +169,10 @@ def make_report(
             written.append("tsne.png")
         plot_retrievals(bank, train_ds, q, test_ds, out / "retrieval.png", n_queries, k)
         written.append("retrieval.png")
-    (out / "summary.md").write_text(_summary(run, records, curves, knn, written, train, test))
-    written.append("summary.md")
+    summary = _summary(run, records, curves, knn, written, train, test)
+    (out / "summary.md").write_text(summary)
+    (out / "report.html").write_text(render_html(run, summary, [out / f for f in written if f.endswith(".png")]))
+    written += ["summary.md", "report.html"]
     return {"report": str(out), "files": written, **({"knn": knn} if knn else {})}
 
 
@@ -215,3 +219,58 @@ def _summary(run: Path, records, curves, knn, written, train, test) -> str:
     lines += [f"- `{f}`: {desc[f]}" for f in written if f in desc]
     lines.append("")
     return "\n".join(lines)
+
+
+def _inline(text: str) -> str:
+    """Markdown's ``**bold**`` and ```code``` of one escaped line, as HTML."""
+    import re
+
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def render_html(run: Path, summary: str, images: list[Path]) -> str:
+    """The report as one HTML page: ``summary`` (the summary.md text) as headings and lists, each of
+    ``images`` inlined as a base64 PNG, and the run's resolved ``config.yaml``."""
+    import base64
+    import html
+
+    body: list[str] = []
+    in_list = False
+    for line in summary.splitlines():
+        if line.startswith("- "):
+            if not in_list:
+                body.append("<ul>")
+                in_list = True
+            body.append(f"<li>{_inline(html.escape(line[2:]))}</li>")
+            continue
+        if in_list:
+            body.append("</ul>")
+            in_list = False
+        if line.startswith("## ") and line[3:] == "Files":
+            break  # the page shows the files themselves
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.strip():
+            body.append(f"<p>{_inline(html.escape(line))}</p>")
+    if in_list:
+        body.append("</ul>")
+    titles = {"curves": "Training curves and kNN monitor", "tsne": "Embedding map (t-SNE of test embeddings)"}
+    titles["retrieval"] = "Nearest-neighbour retrievals (green: same class)"
+    for img in images:
+        data = base64.b64encode(img.read_bytes()).decode("ascii")
+        title = titles.get(img.stem, img.stem)
+        body.append(
+            f'<h2>{html.escape(title)}</h2>\n<img alt="{html.escape(img.stem)}" src="data:image/png;base64,{data}">'
+        )
+    if (run / "config.yaml").is_file():
+        body.append("<h2>Resolved config</h2>\n<pre>" + html.escape((run / "config.yaml").read_text()) + "</pre>")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "img{max-width:100%;border:1px solid #ddd}pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}"
+        "code{background:#f0f0f0;padding:0 .2em}"
+    )
+    head = f'<meta charset="utf-8"><title>{html.escape(run.name)}: selfsup report</title><style>{style}</style>'
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>{head}</head>\n<body>\n' + "\n".join(body) + "\n</body>\n</html>\n"
+    )
