@@ -152,6 +152,11 @@ def test_split_batchnorm_equals_bn_on_each_split():
     torch.testing.assert_close(bn.weight.grad, w.grad)
     bn.eval()  # evaluation is plain BN with the running statistics
     torch.testing.assert_close(bn(x), F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False))
+    # a channels_last batch stays channels_last (no layout flip before the next convolution), same values
+    bn.train()
+    nhwc = bn(x.contiguous(memory_format=torch.channels_last))
+    assert nhwc.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(nhwc, torch.cat(parts).detach())
 
 
 def test_convert_split_bn_keeps_weights_and_keys():

@@ -66,27 +66,29 @@ class SplitBatchNorm(nn.BatchNorm2d):
         s = self.num_splits
         if s == 1 or not self.training:
             return super().forward(x)
-        n, c, h, w = x.shape
-        if n % s:
-            raise ValueError(f"SplitBatchNorm: batch of {n} does not split into {s} equal parts")
-        # part i of the batch becomes channel block i of a batch n/s times smaller
-        xs = x.view(s, n // s, c, h, w).transpose(0, 1).reshape(n // s, s * c, h, w)
+        if x.shape[0] % s:
+            raise ValueError(f"SplitBatchNorm: batch of {x.shape[0]} does not split into {s} equal parts")
         tracked = self.track_running_stats
-        mean = self.running_mean.repeat(s) if tracked else None
-        var = self.running_var.repeat(s) if tracked else None
         momentum = self.momentum if self.momentum is not None else 0.0
         if tracked:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d
                 momentum = 1.0 / float(self.num_batches_tracked)
-        weight = self.weight.repeat(s) if self.weight is not None else None
-        bias = self.bias.repeat(s) if self.bias is not None else None
-        out = F.batch_norm(xs, mean, var, weight, bias, True, momentum, self.eps)
+        # one fused batch norm per part: the parts are views of the batch in its own memory format
+        # (channels_last stays channels_last), so the only copy is the concatenation (a reshape of the
+        # parts into channel blocks copied twice and left NCHW: 1.5x slower a MoCo step on CPU)
+        means = [self.running_mean.clone() if tracked else None for _ in range(s)]
+        variances = [self.running_var.clone() if tracked else None for _ in range(s)]
+        parts = x.chunk(s)
+        out = [
+            F.batch_norm(p, m, v, self.weight, self.bias, True, momentum, self.eps)
+            for p, m, v in zip(parts, means, variances)
+        ]
         if tracked:
             with torch.no_grad():
-                self.running_mean.copy_(mean.view(s, c).mean(0))
-                self.running_var.copy_(var.view(s, c).mean(0))
-        return out.view(n // s, s, c, h, w).transpose(0, 1).reshape(n, c, h, w)
+                self.running_mean.copy_(torch.stack(means).mean(0))  # type: ignore[arg-type]
+                self.running_var.copy_(torch.stack(variances).mean(0))  # type: ignore[arg-type]
+        return torch.cat(out)
 
 
 def convert_split_bn(module: nn.Module, num_splits: int = 1) -> nn.Module:
