@@ -79,15 +79,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str, str]:
         return encoder.state_dict(), f"selfsup run {p}", hashlib.sha256(f.read_bytes()).hexdigest()
     digest = hashlib.sha256(p.read_bytes()).hexdigest()
     if p.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        try:
-            with safe_open(str(p), "pt") as f:
-                meta = f.metadata() or {}
-            tensors = load_file(str(p))
-        except Exception as e:  # noqa: BLE001
-            raise WeightsError(f"backbone.weights: {p} is not a readable safetensors file ({e})") from None
+        tensors, meta = read_safetensors(p, "backbone.weights: ")
         kind = "selfsup export" if meta.get("format") == "selfsup-backbone" else "safetensors file"
         return tensors, f"{kind} {p}", digest
     try:
@@ -161,21 +153,27 @@ def load_method(path: str | Path) -> tuple[Method, Config]:
     return method, cfg
 
 
-def load_encoder(path: str | Path) -> tuple[nn.Module, Config]:
-    """The evaluated encoder of a run directory, ``backbone.safetensors`` or checkpoint, and its config."""
-    p = _weights_file(path)
-    if p.suffix != ".safetensors":
-        method, cfg = load_method(p)
-        return method.encoder, cfg
+def read_safetensors(p: Path, what: str = "") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a safetensors file; an unreadable file is a ValueError naming it
+    (after ``what``, the option it came from)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     try:
         with safe_open(str(p), "pt") as f:
             meta = f.metadata() or {}
-        tensors = load_file(str(p))
+        return load_file(str(p)), meta
     except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{p}: not a readable safetensors file ({e})") from None
+        raise WeightsError(f"{what}{p} is not a readable safetensors file ({e})") from None
+
+
+def load_encoder(path: str | Path) -> tuple[nn.Module, Config]:
+    """The evaluated encoder of a run directory, ``backbone.safetensors`` or checkpoint, and its config."""
+    p = _weights_file(path)
+    if p.suffix != ".safetensors":
+        method, cfg = load_method(p)
+        return method.encoder, cfg
+    tensors, meta = read_safetensors(p)
     cfg = config_from_record(json.loads(meta.get("meta", "{}")), p)
     encoder = backbone_from_config(cfg.backbone)
     encoder.load_state_dict(tensors)
