@@ -37,13 +37,18 @@ def preset_for(method: str) -> str:
 
 
 def tiny_config(method: str, size: int = 16, batch: int = 8, extra: list[str] | None = None) -> Config:
-    """The method's preset with a ResNet-10, ``size``-pixel views (smaller views scaled alike),
-    batch ``batch``, no warm-up, fp32 on CPU (comparisons to the last bit), no progress bar."""
+    """The method's preset with a ResNet-10 (a 2-block ViT-Tiny/4 where the preset's backbone is a ViT:
+    MAE needs one), ``size``-pixel views (smaller views scaled alike), batch ``batch``, no warm-up, fp32 on
+    CPU (comparisons to the last bit), no progress bar."""
+    preset = preset_for(method)
+    if load_config(preset).backbone.name.startswith("vit"):
+        backbone = ["backbone.name=vit_tiny_patch4", "backbone.num_heads=0", "backbone.depth=2"]
+    else:
+        backbone = ["backbone.name=resnet10", "backbone.cifar_stem=false"]
     cfg = load_config(
-        preset_for(method),
+        preset,
         [
-            "backbone.name=resnet10",
-            "backbone.cifar_stem=false",
+            *backbone,
             f"train.batch_size={batch}",
             "train.epochs=1",
             "train.device=cpu",

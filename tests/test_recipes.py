@@ -28,6 +28,8 @@ DEMO_MEAN_STD = {"data.mean": (0.4914, 0.4822, 0.4465), "data.std": (0.2023, 0.1
 SIMCLR_JITTER = {"jitter_p": 0.8, "brightness": 0.8, "contrast": 0.8, "saturation": 0.8, "hue": 0.2, "grayscale_p": 0.2}
 HALF_JITTER = {"jitter_p": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1, "grayscale_p": 0.2}
 BYOL_JITTER = {"jitter_p": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1, "grayscale_p": 0.2}
+#: MAE's one view: crop and flip only (facebookresearch/mae main_pretrain.py:123-127)
+NO_COLOUR = dict(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0, hflip_p=0.5, interpolation="bicubic")
 
 
 def views(i: int, **kv: Any) -> dict[str, Any]:
@@ -62,6 +64,8 @@ MMCR = "ThomasYerxa/mmcr@fafd3a9"
 DCL_REF = "raminnakhli/Decoupled-Contrastive-Learning@0b9b76d (unofficial)"
 TICO_REF = "sayannag/TiCo-pytorch@2259b83 (unofficial)"
 VICREG = "facebookresearch/vicreg@4e12602"
+MAE = "facebookresearch/mae@efb2a80"
+TIMM_032 = "huggingface/pytorch-image-models@6504a42 (timm 0.3.2, which MAE pins: main_pretrain.py:27)"
 NNCLR_PAPER = (
     "arXiv:2104.14548 sec. 4 implementation details (no official code: vissl issue #316 is pointed to solo-learn; "
     "the paper's text was not in the reference store, so these are the values as briefed, the heads as "
@@ -1533,6 +1537,94 @@ RECIPES: dict[str, dict[str, Any]] = {
         },
         "effective_lr": 0.4,
         "exclude_bias_norm": True,
+    },
+    # ------------------------------------------------------------------ MAE
+    "mae-vitb16-imagenet": {
+        "source": f"{MAE} PRETRAIN.md:5-19 and :24 (--model mae_vit_base_patch16 --norm_pix_loss --mask_ratio 0.75 "
+        "--epochs 800 --warmup_epochs 40 --blr 1.5e-4 --weight_decay 0.05, effective batch 64 x 64 = 4096); "
+        "main_pretrain.py:123-127 (RandomResizedCrop(224, scale=(0.2, 1.0), interpolation=3: bicubic), flip, "
+        "ImageNet mean/std), :165-166 (lr = blr x bs/256), :179-180 (timm add_weight_decay, AdamW betas "
+        "(0.9, 0.95)); util/lr_sched.py:9-21 (linear warm-up from 0, half-cycle cosine to min_lr 0, per "
+        "iteration); engine_pretrain.py:57-58 (no gradient clipping); models_mae.py:223-228 (ViT-B/16, decoder "
+        "512 wide, 8 blocks, 16 heads), :37, :51, :65-93 (fixed sin-cos position embeddings, xavier init); "
+        f"{TIMM_032} timm/optim/optim_factory.py:25-37 (no wd on 1-D parameters and biases only)",
+        "values": {
+            "method.name": "mae",
+            "method.mask_ratio": 0.75,
+            "method.decoder_embed_dim": 512,
+            "method.decoder_depth": 8,
+            "method.decoder_num_heads": 16,
+            "method.norm_pix_loss": True,
+            "backbone.name": "vit_base_patch16",
+            "backbone.img_size": 224,
+            "backbone.num_heads": 0,
+            "backbone.depth": 0,
+            "backbone.drop_path_rate": 0.0,
+            "backbone.pos_embed": "sincos",
+            "backbone.weight_init": "mae",
+            "optim.name": "adamw",
+            "optim.lr": 1.5e-4,
+            "optim.lr_scaling": "linear",
+            "optim.weight_decay": 0.05,
+            "optim.betas": (0.9, 0.95),
+            "optim.warmup_epochs": 40,
+            "optim.warmup_start_lr": 0.0,
+            "optim.schedule": "cosine",
+            "optim.min_lr": 0.0,
+            "optim.clip_grad": 0.0,
+            "train.batch_size": 4096,
+            "train.epochs": 800,
+            "data.mean": (0.485, 0.456, 0.406),
+            "data.std": (0.229, 0.224, 0.225),
+            **views(0, count=1, size=224, scale=(0.2, 1.0), **NO_COLOUR),
+        },
+        "effective_lr": 2.4e-3,
+        "exclude_bias_norm": True,
+    },
+    "mae-cifar10": {
+        "source": f"{SOLO} scripts/pretrain/cifar/mae.yaml:16-26 (vit_small, patch_size 4, img_size 32; decoder "
+        "512 / 8 blocks / 16 heads, mask_ratio 0.75, norm_pix_loss True), :33-42 (adamw, batch 256, lr 2e-4, "
+        "wd 0.05, betas [0.9, 0.95], warmup_cosine), :51 (1000 epochs); augmentations/reconstruction.yaml (one "
+        "32 px crop of scale 0.08-1, flip 0.5, no colour, blur or solarization); solo/backbones/vit/vit_mae.py:"
+        "183-192 (vit_small: 384 wide, 12 blocks, 12 heads), :87-113 (sin-cos position embedding, MAE's init); "
+        f"solo/methods/base.py:291-294 (warm-up 10 epochs from 3e-5, cosine to 0, per step); {SOLO_COMMON}",
+        "values": {
+            **CIFAR_MEAN_STD,
+            "method.name": "mae",
+            "method.mask_ratio": 0.75,
+            "method.decoder_embed_dim": 512,
+            "method.decoder_depth": 8,
+            "method.decoder_num_heads": 16,
+            "method.norm_pix_loss": True,
+            "backbone.name": "vit_small_patch4",
+            "backbone.img_size": 32,
+            "backbone.num_heads": 12,
+            "backbone.depth": 0,
+            "backbone.pos_embed": "sincos",
+            "backbone.weight_init": "mae",
+            "optim.name": "adamw",
+            "optim.lr": 2e-4,
+            "optim.lr_scaling": "linear",
+            "optim.weight_decay": 0.05,
+            "optim.betas": (0.9, 0.95),
+            "optim.warmup_epochs": 10,
+            "optim.warmup_start_lr": 3e-5,
+            "optim.min_lr": 0.0,
+            "optim.clip_grad": 0.0,
+            "train.batch_size": 256,
+            "train.epochs": 1000,
+            **views(0, count=1, size=32, scale=(0.08, 1.0), **NO_COLOUR),
+        },
+        "effective_lr": 2e-4,
+        "deviations": {
+            "exclude_bias_norm": (
+                True,
+                False,
+                "solo-learn's AdamW decays every parameter (exclude_bias_n_norm_wd defaults to False, "
+                "solo/methods/base.py:280-281); the official MAE does not decay 1-D parameters and biases "
+                "(main_pretrain.py:179)",
+            ),
+        },
     },
 }
 

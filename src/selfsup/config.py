@@ -93,10 +93,11 @@ class BackboneConfig:
     # Vision Transformers only (ResNets ignore these); see selfsup/backbones/vit.py
     img_size: int = 224  # the patch grid the position embedding is built for; other sizes resample it
     num_heads: int = 0  # 0: the architecture's own (6 for ViT-S; MoCo v3 uses 12)
+    depth: int = 0  # transformer blocks; 0: the architecture's own (12 for ViT-Ti/S/B)
     drop_path_rate: float = 0.0
     pos_embed: Literal["learn", "sincos"] = "learn"  # sincos: fixed 2-D sin-cos (MoCo v3)
     freeze_patch_embed: bool = False  # keep the random patch projection (MoCo v3)
-    weight_init: Literal["timm", "moco"] = "timm"
+    weight_init: Literal["timm", "moco", "mae"] = "timm"  # moco: MoCo v3; mae: MAE (see backbones/vit.py)
     #: start from existing weights instead of a random init (continued pretraining): a safetensors
     #: file, a selfsup run directory, export or checkpoint, or a torchvision/timm state dict (.pt/.pth);
     #: wrapper prefixes (``module.``, ``backbone.``, ``encoder.``, ...) are found and removed

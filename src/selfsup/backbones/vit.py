@@ -11,6 +11,15 @@ arXiv:2104.02057, sec. 4 and the official ``vits.py``):
 - ``weight_init="moco"``: xavier-uniform linear layers with Q, K, V treated separately, zero biases,
   and xavier-uniform on the flattened patch projection.
 
+For MAE (He et al. 2021, arXiv:2111.06377; facebookresearch/mae ``models_mae.py``):
+
+- ``weight_init="mae"``: ``initialize_weights`` (models_mae.py:65-93): xavier-uniform on every linear
+  layer (the QKV projection as one matrix), zero biases, LayerNorms at 1 and 0, xavier-uniform on the
+  flattened patch projection (its bias keeps PyTorch's default, as there), CLS token normal(std 0.02);
+- :func:`forward_masked`: the encoder on the visible patches only (``forward_encoder``,
+  models_mae.py:150-170), with :func:`random_masking` (models_mae.py:123-148). The module's own forward
+  (the CLS feature that evaluation uses) and its state dict are unchanged.
+
 ``num_heads=0`` keeps the architecture's own head count (6 for ViT-S, as in DeiT and DINO); MoCo v3's
 ViT-S uses 12.
 """
@@ -30,6 +39,9 @@ ARCHS = {
     "vit_small_patch16": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
     "vit_base_patch16": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
     "vit_small_patch8": dict(patch_size=8, embed_dim=384, depth=12, num_heads=6),
+    # 32-px inputs (an 8 x 8 grid): solo-learn's CIFAR MAE ViT-S (patch 4), and DeiT-Tiny's widths at patch 4
+    "vit_small_patch4": dict(patch_size=4, embed_dim=384, depth=12, num_heads=6),
+    "vit_tiny_patch4": dict(patch_size=4, embed_dim=192, depth=12, num_heads=3),
 }
 
 
@@ -68,8 +80,8 @@ def _vit(
     spec["embed_dim"] = embed_dim or spec["embed_dim"]
     spec["depth"] = depth or spec["depth"]
     spec["num_heads"] = num_heads or spec["num_heads"]
-    if weight_init not in ("timm", "moco"):
-        raise ValueError(f"backbone.weight_init: {weight_init!r} is not 'timm' or 'moco'")
+    if weight_init not in ("timm", "moco", "mae"):
+        raise ValueError(f"backbone.weight_init: {weight_init!r} is not 'timm', 'moco' or 'mae'")
     if pos_embed not in ("learn", "sincos"):
         raise ValueError(f"backbone.pos_embed: {pos_embed!r} is not 'learn' or 'sincos'")
     model = VisionTransformer(
@@ -89,6 +101,14 @@ def _vit(
         val = math.sqrt(6.0 / float(proj.in_channels * math.prod(proj.kernel_size) + proj.out_channels))
         nn.init.uniform_(proj.weight, -val, val)
         nn.init.zeros_(proj.bias)
+    if weight_init == "mae":
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.xavier_uniform_(proj.weight.view(proj.out_channels, -1))  # as a linear layer
+        nn.init.normal_(model.cls_token, std=0.02)
     if pos_embed == "sincos":
         h, w = model.patch_embed.grid_size
         pe = sincos_pos_embed_2d(h, w, model.embed_dim)
@@ -103,3 +123,43 @@ def _vit(
 
 for _name in ARCHS:
     BACKBONES.register(_name)(partial(_vit, _name))
+
+
+def random_masking(
+    tokens: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MAE's per-sample random masking (models_mae.py:123-148): ``(kept, mask, ids_restore)``.
+
+    ``tokens`` ``(B, L, D)``; each sample keeps the ``int(L * (1 - mask_ratio))`` tokens of smallest
+    ``noise`` (``(B, L)``, uniform by default), in that order: ``kept`` ``(B, keep, D)``. ``mask``
+    ``(B, L)`` is 1 on removed tokens and 0 on kept ones, in the original order; ``ids_restore``
+    ``(B, L)`` is the inverse of the shuffle: gathering ``[kept, removed]`` with it restores the order.
+    """
+    n, length, dim = tokens.shape
+    keep = int(length * (1 - mask_ratio))
+    if noise is None:
+        noise = torch.rand(n, length, device=tokens.device)
+    shuffle = noise.argsort(dim=1)
+    ids_restore = shuffle.argsort(dim=1)
+    kept = tokens.gather(1, shuffle[:, :keep, None].expand(-1, -1, dim))
+    mask = torch.ones(n, length, device=tokens.device)
+    mask[:, :keep] = 0
+    return kept, mask.gather(1, ids_restore), ids_restore
+
+
+def forward_masked(
+    vit: VisionTransformer, images: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MAE's encoder (models_mae.py:150-170): ``(tokens, mask, ids_restore)``.
+
+    Patch embedding plus position embedding (timm's own ``_pos_embed``: the CLS token with its slot,
+    the grid resampled for other input sizes as in the normal forward), then :func:`random_masking` of
+    the patch tokens, the CLS token in front, the blocks and the final norm: ``tokens``
+    ``(B, 1 + keep, D)``, the CLS token first. Adding the position embedding before or after putting
+    the CLS token in front is the same sum, so this is the official order of operations.
+    """
+    x = vit._pos_embed(vit.patch_embed(images))
+    prefix = vit.num_prefix_tokens
+    kept, mask, ids_restore = random_masking(x[:, prefix:], mask_ratio, noise)
+    x = vit.norm_pre(torch.cat([x[:, :prefix], kept], dim=1))
+    return vit.norm(vit.blocks(x)), mask, ids_restore
