@@ -13,7 +13,8 @@ images as queries (``--test-limit 0``: all; standard error 0.46-0.49 points at 3
 backbone at random initialisation (same seed) is measured in the same run.
 
 ``--impl selfsup,lightly`` (the default) trains, for each method lightly implements (SimCLR, MoCo v2,
-BYOL, SimSiam, Barlow Twins, SwAV, DINO), lightly's own heads and losses
+BYOL, SimSiam, Barlow Twins, SwAV, DINO, VICReg, NNCLR, DCL, DCLW, TiCo, MMCR: the ``LIGHTLY`` table of
+``lightly_methods.py``), lightly's own heads and losses
 (``lightly_methods.py``) through selfsup's training loop on the same backbone (same initial
 weights), data, views, optimizer, schedule, batch and epochs: only the method's heads, loss and EMA
 bookkeeping differ between the two rows.
