@@ -312,6 +312,8 @@ def item_plan(args, data: dict, device) -> list[tuple[str, str, list[str]]]:
             plan.append((preset, preset, []))  # fails in load_config, and is recorded as such
             continue
         cfg = load_config(preset)
+        if cfg.backbone.name.startswith("vit"):
+            continue  # a ViT preset (MAE's CIFAR-10 one): with the ViT presets below, at --vit-size
         extra = view_size_overrides(preset, args.size) if args.size else []
         if getattr(cfg.method, "queue_length", 0) and hasattr(cfg.method, "queue_start_epoch"):
             extra.append("method.queue_start_epoch=0")  # SwAV: the queue from the first step, so it is exercised

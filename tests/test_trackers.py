@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,8 @@ def _wandb_records(path: Path):
         if n == 0 and kind == 0:  # block padding
             pos += left - 7
             continue
+        if pos + n > len(data):
+            return  # a chunk still being written
         chunk, pos = data[pos : pos + n], pos + n
         buf = chunk if kind in (1, 2) else buf + chunk
         if kind in (1, 4):
@@ -81,6 +84,12 @@ def test_wandb_offline_run_gets_the_metrics_config_and_export(tmp_path, monkeypa
     pretrain(cfg, tmp_path / "run")
     run_id = (tmp_path / "run" / "wandb-run-id").read_text().strip()
     (file,) = (tmp_path / "wb" / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
+    # W&B's service process writes the file on its own; under load it can still be writing when
+    # finish() returns: wait (up to a minute) for its exit record
+    deadline = time.monotonic() + 60
+    while not any(r.WhichOneof("record_type") == "exit" for r in _wandb_records(file)):
+        assert time.monotonic() < deadline, f"{file} has no exit record after 60 s"
+        time.sleep(0.5)
     history: dict[tuple[int, str], float] = {}
     config, artifacts, project = {}, [], None
     for rec in _wandb_records(file):
