@@ -163,3 +163,20 @@ def forward_masked(
     kept, mask, ids_restore = random_masking(x[:, prefix:], mask_ratio, noise)
     x = vit.norm_pre(torch.cat([x[:, :prefix], kept], dim=1))
     return vit.norm(vit.blocks(x)), mask, ids_restore
+
+
+def forward_mask_token(
+    vit: VisionTransformer, images: torch.Tensor, masks: torch.Tensor, mask_token: torch.Tensor
+) -> torch.Tensor:
+    """iBOT's and DINOv2's masked encoder (dinov2 ``models/vision_transformer.py:214-221``): the patch
+    tokens where ``masks`` ``(B, N)`` is True replaced by ``mask_token`` ``(D,)`` before the position
+    embedding, then the CLS token and position embedding (timm's ``_pos_embed``), the blocks and the final
+    norm: every token ``(B, prefix + N, D)``, the CLS token first. All-False masks give
+    ``vit.forward_features(images)``."""
+    x = vit.patch_embed(images)  # (B, N, D), or (B, H, W, D) with dynamic_img_size
+    flat = x.reshape(x.shape[0], -1, x.shape[-1])
+    if masks.shape != flat.shape[:2]:
+        raise ValueError(f"masks of shape {tuple(masks.shape)} for {flat.shape[1]} patches of {flat.shape[0]} images")
+    flat = torch.where(masks.unsqueeze(-1), mask_token.to(flat.dtype).view(1, 1, -1), flat)
+    x = vit.norm_pre(vit._pos_embed(flat.view_as(x)))
+    return vit.norm(vit.blocks(x))

@@ -2,6 +2,7 @@
 multi-crop forward and Sinkhorn-Knopp."""
 
 from .ema import copy_as_target, ema_update
+from .masking import BlockMasking, batch_block_masks
 from .mlp import mlp, projection_head_layers
 from .multicrop import multicrop_forward
 from .queue import FeatureQueue
@@ -19,5 +20,7 @@ __all__ = [
     "batch_unshuffle",
     "convert_split_bn",
     "multicrop_forward",
+    "BlockMasking",
+    "batch_block_masks",
     "sinkhorn",
 ]
