@@ -194,6 +194,21 @@ def _plain(x: Any) -> Any:
 # presets
 
 
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A config record as dotted keys (``train.epochs``, ``data.views.0.size``: lists of sections by index)."""
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(d, list) and d and all(isinstance(v, dict) for v in d):
+        out = {}
+        for i, v in enumerate(d):
+            out.update(flatten(v, f"{prefix}{i}."))
+        return out
+    return {prefix.rstrip("."): d}
+
+
 def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 

@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from .. import dist
-from ..config import Config, dump_config, load_config
+from ..config import Config, dump_config, flatten, load_config
 from ..data import pretrain_dataset
 from ..errors import ConfigError
 from ..eval.knn import knn_eval
@@ -34,19 +34,10 @@ RESUMABLE_CHANGES = (
 )
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix.rstrip("."): d}
-
-
 def check_resume_config(saved: dict[str, Any], cfg: Config) -> None:
     """Refuse to resume a checkpoint whose config ``saved`` differs from ``cfg`` beyond
     :data:`RESUMABLE_CHANGES`."""
-    a, b = _flat(saved), _flat(cfg.to_dict())
+    a, b = flatten(saved), flatten(cfg.to_dict())
     diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not k.startswith(RESUMABLE_CHANGES)]
     if diff:
         raise ConfigError(

@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..config import flatten
 from ..errors import ConfigError
 
 #: the default project (W&B) or experiment (MLflow) when the environment names none
@@ -41,20 +42,6 @@ def _require(module: str, extra: str):
         raise ConfigError(
             f'train.loggers: {extra} needs the {module!r} package: pip install "selfsup[{extra}]"'
         ) from None
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    if isinstance(d, list) and d and all(isinstance(v, dict) for v in d):
-        out = {}
-        for i, v in enumerate(d):
-            out.update(_flat(v, f"{prefix}{i}."))
-        return out
-    return {prefix.rstrip("."): d}
 
 
 def _run_id(out: Path, name: str, new) -> tuple[str, bool]:
@@ -140,7 +127,7 @@ class MlflowTracker:
 
         self.run_id, new = _run_id(out, "mlflow-run-id", create)
         if new:  # parameters are write-once in MLflow: a resumed run keeps those it started with
-            params = [Param(k[:250], str(v)[:6000]) for k, v in _flat(config).items()]
+            params = [Param(k[:250], str(v)[:6000]) for k, v in flatten(config).items()]
             for i in range(0, len(params), 100):
                 self.client.log_batch(self.run_id, params=params[i : i + 100])
             self.client.log_dict(self.run_id, config, "config.json")
