@@ -100,3 +100,35 @@ def test_state_dict_loads_into_plain_timm():
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(plain.eval()(x), ours(x))
+
+
+def test_layer_scale_registers_and_uniform_drop_path_as_dinov2():
+    m = build_backbone(
+        "vit_small_patch14",
+        img_size=28,
+        depth=2,
+        layer_scale=1e-5,
+        reg_tokens=4,
+        drop_path_rate=0.2,
+        drop_path_uniform=True,
+    )
+    assert m.num_prefix_tokens == 5 and m.pos_embed.shape == (1, 4, 384)  # registers and CLS: no position
+    assert all(torch.equal(b.ls1.gamma, torch.full((384,), 1e-5)) for b in m.blocks)
+    assert [b.drop_path1.drop_prob for b in m.blocks] == [0.2, 0.2]  # timm's own rule rises: 0, 0.2
+    assert [b.drop_path2.drop_prob for b in m.blocks] == [0.2, 0.2]
+    m.eval()
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():  # by hand: [CLS, 4 registers, patches + position], then residuals with gains
+        p = m.patch_embed(x).flatten(1, 2) + m.pos_embed
+        t = torch.cat([m.cls_token.expand(2, -1, -1), m.reg_token.expand(2, -1, -1), p], dim=1)
+        for b in m.blocks:
+            t = t + b.ls1.gamma * b.attn(b.norm1(t))
+            t = t + b.ls2.gamma * b.mlp(b.norm2(t))
+        torch.testing.assert_close(m(x), m.norm(t)[:, 0])
+    # and the weights load into timm's own DINOv2 architecture with registers
+    import timm
+
+    plain = timm.create_model("vit_small_patch14_reg4_dinov2", img_size=28, depth=2, num_classes=0).eval()
+    plain.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), m(x))

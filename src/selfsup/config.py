@@ -98,6 +98,9 @@ class BackboneConfig:
     pos_embed: Literal["learn", "sincos"] = "learn"  # sincos: fixed 2-D sin-cos (MoCo v3)
     freeze_patch_embed: bool = False  # keep the random patch projection (MoCo v3)
     weight_init: Literal["timm", "moco", "mae"] = "timm"  # moco: MoCo v3; mae: MAE (see backbones/vit.py)
+    layer_scale: float = 0.0  # LayerScale's initial gain (DINOv2: 1e-5); 0: no LayerScale
+    reg_tokens: int = 0  # register tokens after the CLS token (DINOv2 with registers: 4)
+    drop_path_uniform: bool = False  # the same stochastic-depth rate in every block (DINOv2), not rising
     #: start from existing weights instead of a random init (continued pretraining): a safetensors
     #: file, a selfsup run directory, export or checkpoint, or a torchvision/timm state dict (.pt/.pth);
     #: wrapper prefixes (``module.``, ``backbone.``, ``encoder.``, ...) are found and removed
@@ -128,8 +131,9 @@ class OptimConfig:
     lr_gamma: float = 0.1
     clip_grad: float = 0.0  # max gradient norm; 0 disables
     #: global: the norm over all parameters (torch's clip_grad_norm_); per_param: each parameter's
-    #: gradient on its own (DINO's ``clip_gradients``)
-    clip_mode: Literal["global", "per_param"] = "global"
+    #: gradient on its own (DINO's ``clip_gradients``); per_module: each top-level module's (backbone,
+    #: heads) apart (DINOv2)
+    clip_mode: Literal["global", "per_param", "per_module"] = "global"
 
 
 @dataclass

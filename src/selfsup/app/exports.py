@@ -34,6 +34,8 @@ TIMM_VITS = {
     "vit_small_patch16": "vit_small_patch16_224",
     "vit_base_patch16": "vit_base_patch16_224",
     "vit_small_patch8": "vit_small_patch8_224",
+    "vit_small_patch14": "vit_small_patch14_dinov2",
+    "vit_base_patch14": "vit_base_patch14_dinov2",
 }
 TORCHVISION_RESNETS = (
     "resnet18",
@@ -65,6 +67,10 @@ def timm_spec(cfg: Config) -> tuple[str, dict[str, Any]]:
         args: dict[str, Any] = {"img_size": b.img_size, "dynamic_img_size": True}
         if b.num_heads:
             args["num_heads"] = b.num_heads
+        if b.layer_scale or TIMM_VITS[b.name].endswith("dinov2"):  # the dinov2 architectures have LayerScale
+            args["init_values"] = b.layer_scale or None
+        if b.reg_tokens:
+            args.update(reg_tokens=b.reg_tokens, no_embed_class=True)
         return TIMM_VITS[b.name], args
     if b.name in TORCHVISION_RESNETS:
         if b.cifar_stem or b.width:

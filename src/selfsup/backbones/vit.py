@@ -20,6 +20,17 @@ For MAE (He et al. 2021, arXiv:2111.06377; facebookresearch/mae ``models_mae.py`
   models_mae.py:150-170), with :func:`random_masking` (models_mae.py:123-148). The module's own forward
   (the CLS feature that evaluation uses) and its state dict are unchanged.
 
+For DINOv2 (Oquab et al. 2023, arXiv:2304.07193; facebookresearch/dinov2 ``models/vision_transformer.py``,
+``layers/layer_scale.py``) and registers (Darcet et al. 2023, arXiv:2309.16588):
+
+- ``layer_scale=1e-5``: LayerScale (a learned per-channel gain on each residual branch, initialized to that
+  value; timm's ``init_values``);
+- ``reg_tokens=4``: register tokens after the CLS token, without position embedding (timm's ``reg_tokens``
+  with ``no_embed_class``, the layout of timm's ``vit_*_patch14_reg4_dinov2``; the official model adds the
+  CLS token's position embedding to it, the same sum once trained);
+- ``drop_path_uniform=True``: the same stochastic-depth rate in every block (``drop_path_uniform``), not
+  timm's linear increase from 0.
+
 ``num_heads=0`` keeps the architecture's own head count (6 for ViT-S, as in DeiT and DINO); MoCo v3's
 ViT-S uses 12.
 """
@@ -30,6 +41,7 @@ import math
 from functools import partial
 
 import torch
+from timm.layers import DropPath
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -39,6 +51,9 @@ ARCHS = {
     "vit_small_patch16": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
     "vit_base_patch16": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
     "vit_small_patch8": dict(patch_size=8, embed_dim=384, depth=12, num_heads=6),
+    # DINOv2's ViT-S/14 and ViT-B/14 (timm's vit_small_patch14_dinov2, vit_base_patch14_dinov2)
+    "vit_small_patch14": dict(patch_size=14, embed_dim=384, depth=12, num_heads=6),
+    "vit_base_patch14": dict(patch_size=14, embed_dim=768, depth=12, num_heads=12),
     # 32-px inputs (an 8 x 8 grid): solo-learn's CIFAR MAE ViT-S (patch 4), and DeiT-Tiny's widths at patch 4
     "vit_small_patch4": dict(patch_size=4, embed_dim=384, depth=12, num_heads=6),
     "vit_tiny_patch4": dict(patch_size=4, embed_dim=192, depth=12, num_heads=3),
@@ -75,6 +90,9 @@ def _vit(
     embed_dim: int | None = None,
     depth: int | None = None,
     mlp_ratio: float = 4.0,
+    layer_scale: float = 0.0,
+    reg_tokens: int = 0,
+    drop_path_uniform: bool = False,
 ) -> VisionTransformer:
     spec = dict(ARCHS[arch])
     spec["embed_dim"] = embed_dim or spec["embed_dim"]
@@ -94,8 +112,15 @@ def _vit(
         drop_path_rate=drop_path_rate,
         norm_layer=partial(nn.LayerNorm, eps=1e-6),
         weight_init="moco" if weight_init == "moco" else "",
+        init_values=layer_scale or None,
+        reg_tokens=reg_tokens,
+        no_embed_class=reg_tokens > 0,
         **spec,
     )
+    if drop_path_uniform and drop_path_rate > 0:
+        for block in model.blocks:
+            block.drop_path1 = DropPath(drop_path_rate)
+            block.drop_path2 = DropPath(drop_path_rate)
     proj = model.patch_embed.proj
     if weight_init == "moco":  # xavier-uniform over the flattened (3 * p * p) -> dim projection
         val = math.sqrt(6.0 / float(proj.in_channels * math.prod(proj.kernel_size) + proj.out_channels))
