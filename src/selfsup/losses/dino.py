@@ -24,6 +24,19 @@ def dino_loss(
     ...), no gradient flows into it; ``center``: ``(1, K)``.
     """
     targets = [F.softmax((t.detach().float() - center) / teacher_temp, dim=-1) for t in teacher]
+    return cross_view_loss(student, targets, student_temp)
+
+
+@fp32
+def cross_view_loss(student: list[torch.Tensor], targets: list[torch.Tensor], student_temp: float) -> torch.Tensor:
+    """Mean over pairs (target view i, student view v != i) of the batch-mean cross-entropy
+    ``-sum targets[i] * log_softmax(student[v] / student_temp)``; ``targets`` are distributions (the
+    teacher's centred or Sinkhorn-normalized outputs, no gradient), one per global view."""
     logp = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student]
-    terms = [-(q * logp[v]).sum(dim=-1).mean() for i, q in enumerate(targets) for v in range(len(logp)) if v != i]
+    terms = [
+        -(q.detach().float() * logp[v]).sum(dim=-1).mean()
+        for i, q in enumerate(targets)
+        for v in range(len(logp))
+        if v != i
+    ]
     return torch.stack(terms).mean()

@@ -51,6 +51,8 @@ class Progress:
     step: int
     total_steps: int
     steps_per_epoch: int
+    #: the run's seed (``train.seed``), for methods that draw their own randomness per step (masks)
+    seed: int = 0
 
     @property
     def epoch(self) -> float:
@@ -105,6 +107,14 @@ class Method(nn.Module):
     def param_groups(self) -> list[dict[str, Any]]:
         return split_decay_groups(self.named_parameters(), exclude=self.exclude_bias_norm)
 
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """The parameter sets whose gradients ``optim.clip_mode: per_module`` clips to the norm each on its
+        own (DINOv2 clips its backbone and each head apart): every top-level submodule's parameters, and the
+        method's own parameters together."""
+        groups = [list(m.parameters()) for m in self.children()]
+        own = list(self.parameters(recurse=False))
+        return [g for g in [*groups, own] if g]
+
     def head_layers(self, layers: int) -> nn.Sequential:
         """A copy of the first ``layers`` layers of the projection head, for fine-tuning from the
         middle of the head (SimCLR v2's ``ft_proj_selector``); methods with such a head override it."""
@@ -138,6 +148,55 @@ def split_decay_groups(named_params, exclude: bool = True, **extra: Any) -> list
         groups.append({"params": decay, **extra})
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, **extra})
+    return groups
+
+
+def vit_layer_id(name: str, depth: int) -> int:
+    """A ViT backbone parameter's layer for layer-wise lr decay (DINOv2's ``get_vit_lr_decay_rate``, BEiT's
+    rule): 0 for the patch and position embeddings and the CLS, register and mask tokens, ``i + 1`` for
+    block ``i``, ``depth + 1`` for the rest (the final norm). ``name`` is relative to the backbone."""
+    if name.startswith(("patch_embed.", "pos_embed", "cls_token", "reg_token", "mask_token")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1
+
+
+def layer_decay_groups(
+    method: nn.Module,
+    decay: float,
+    patch_embed_lr_mult: float = 1.0,
+    backbone: str = "backbone",
+    layer0: tuple[str, ...] = (),
+    exclude: bool = True,
+) -> list[dict[str, Any]]:
+    """Parameter groups with layer-wise lr decay (DINOv2's ``get_params_groups_with_decay``): a backbone
+    parameter of layer ``l`` (:func:`vit_layer_id`) gets ``lr_scale = decay ** (depth + 1 - l)``, the patch
+    embedding that times ``patch_embed_lr_mult``, the method's own parameters named in ``layer0`` (a mask
+    token kept outside the backbone) layer 0's, every other parameter (the heads) 1. With ``exclude``, biases
+    and norm parameters (1-D: LayerScale gains too) have no weight decay (:func:`is_no_decay`). Groups of
+    equal settings are merged."""
+    net = getattr(method, backbone)
+    depth = len(net.blocks)
+    fused: dict[tuple[float, bool], list[torch.Tensor]] = {}
+    for name, p in method.named_parameters():
+        if not p.requires_grad:
+            continue
+        scale = 1.0
+        if name.startswith(backbone + "."):
+            rel = name[len(backbone) + 1 :]
+            scale = decay ** (depth + 1 - vit_layer_id(rel, depth))
+            if rel.startswith("patch_embed."):
+                scale *= patch_embed_lr_mult
+        elif name in layer0:
+            scale = decay ** (depth + 1)
+        fused.setdefault((scale, exclude and is_no_decay(name, p)), []).append(p)
+    groups = []
+    for (scale, no_decay), params in fused.items():
+        g: dict[str, Any] = {"params": params, "lr_scale": scale}
+        if no_decay:
+            g.update(weight_decay=0.0, lars_exclude=True)
+        groups.append(g)
     return groups
 
 

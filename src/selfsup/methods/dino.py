@@ -80,10 +80,20 @@ def updated_center(center: torch.Tensor, teacher: torch.Tensor, momentum: float)
     return center * momentum + batch_mean * (1 - momentum)
 
 
+def last_layer(bottleneck_dim: int, out_dim: int, norm_last_layer: bool) -> nn.Module:
+    """The weight-normalized, bias-free output layer, its norm ``g`` at 1 (and fixed with ``norm_last_layer``)."""
+    layer = weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+    g = layer.parametrizations.weight.original0
+    with torch.no_grad():
+        g.fill_(1.0)
+    g.requires_grad_(not norm_last_layer)
+    return layer
+
+
 class DINOHead(nn.Module):
     """MLP -> l2-normalized bottleneck -> weight-normalized linear layer (``forward`` gives logits)."""
 
-    def __init__(self, in_dim: int, cfg: DINOConfig) -> None:
+    def __init__(self, in_dim: int, cfg: DINOConfig, out_dim: int | None = None) -> None:
         super().__init__()
         norm = "bn" if cfg.use_bn else "none"
         self.mlp = mlp(in_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.head_layers, norm=norm, act="gelu")
@@ -92,11 +102,7 @@ class DINOHead(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        self.last_layer = weight_norm(nn.Linear(cfg.bottleneck_dim, cfg.out_dim, bias=False))
-        g = self.last_layer.parametrizations.weight.original0
-        with torch.no_grad():
-            g.fill_(1.0)
-        g.requires_grad_(not cfg.norm_last_layer)
+        self.last_layer = last_layer(cfg.bottleneck_dim, out_dim or cfg.out_dim, cfg.norm_last_layer)
 
     def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.mlp(x), dim=-1)
@@ -115,14 +121,32 @@ class DINO(Method):
 
     def __init__(self, backbone: nn.Module, cfg: DINOConfig) -> None:
         super().__init__(backbone, cfg)
-        self.head = DINOHead(backbone.num_features, cfg)
+        self.build_heads(backbone.num_features)
         self.teacher_backbone = copy_as_target(backbone)
         self.teacher_head = copy_as_target(self.head)
+        for name in self.extra_heads:
+            setattr(self, f"teacher_{name}", copy_as_target(getattr(self, name)))
         for m in self.teacher_backbone.modules():  # the teacher has no stochastic depth
             if hasattr(m, "drop_prob"):
                 m.drop_prob = 0.0
         self.register_buffer("center", torch.zeros(1, cfg.out_dim))
         self._teacher_temp = self._temperature(0)
+
+    #: heads beside ``head`` that have a teacher copy ``teacher_<name>`` (DINOv2's separate iBOT head)
+    extra_heads: tuple[str, ...] = ()
+
+    def build_heads(self, in_dim: int) -> None:
+        """The student's heads (the teacher's are copies): DINO's one; iBOT and DINOv2 add theirs."""
+        self.head = DINOHead(in_dim, self.cfg)
+
+    def last_layers(self) -> list[nn.Module]:
+        """The output layers that get no update before ``freeze_last_layer_epochs`` (the official
+        ``cancel_gradients_last_layer``: every parameter named ``last_layer``)."""
+        return [
+            m
+            for name, m in self.named_modules()
+            if name.split(".")[-1].startswith("last_layer") and not name.startswith("teacher_")
+        ]
 
     @property
     def encoder(self) -> nn.Module:
@@ -133,7 +157,8 @@ class DINO(Method):
         return teacher_temperature(epoch, c.warmup_teacher_temp, c.teacher_temp, c.warmup_teacher_temp_epochs)
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.backbone, self.teacher_backbone), (self.head, self.teacher_head)]
+        pairs = [(self.backbone, self.teacher_backbone), (self.head, self.teacher_head)]
+        return pairs + [(getattr(self, n), getattr(self, f"teacher_{n}")) for n in self.extra_heads]
 
     def ema_momentum(self, progress: Progress) -> float:
         return cosine_momentum(self.cfg.momentum, self.cfg.momentum_end, progress)
@@ -143,8 +168,9 @@ class DINO(Method):
 
     def after_backward(self, progress: Progress) -> None:
         if progress.epoch < self.cfg.freeze_last_layer_epochs:
-            for p in self.head.last_layer.parameters():
-                p.grad = None
+            for layer in self.last_layers():
+                for p in layer.parameters():
+                    p.grad = None
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         g = self.cfg.num_global_views

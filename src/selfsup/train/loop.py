@@ -134,7 +134,7 @@ def fit(
             model.train()
             for i, batch in enumerate(loader):
                 first, last_micro = i % train.accum_steps == 0, i % train.accum_steps == train.accum_steps - 1
-                progress = Progress(step, total, spe)
+                progress = Progress(step, total, spe, train.seed)
                 warn_skipped(batch["skipped"], skipped)
                 if first:
                     method.on_step(progress)
