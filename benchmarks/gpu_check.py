@@ -324,8 +324,9 @@ def item_plan(args, data: dict, device) -> list[tuple[str, str, list[str]]]:
     for preset in sorted(presets):
         backbone = load_config(preset).backbone.name
         if backbone.startswith("vit"):
-            sizes = view_size_overrides(preset, args.vit_size, _patch(backbone))
-            extra = [*sizes, f"backbone.img_size={args.vit_size}"]
+            patch = _patch(backbone)
+            top = max(patch, round(args.vit_size / patch) * patch)  # the largest view, a whole number of patches
+            extra = [*view_size_overrides(preset, args.vit_size, patch), f"backbone.img_size={top}"]
             plan.append((preset, preset, common_overrides(preset, args, data, device) + extra))
     return plan
 

@@ -15,6 +15,7 @@ A preset edit that departs from its recipe must change this table too, and a new
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -65,6 +66,8 @@ DCL_REF = "raminnakhli/Decoupled-Contrastive-Learning@0b9b76d (unofficial)"
 TICO_REF = "sayannag/TiCo-pytorch@2259b83 (unofficial)"
 VICREG = "facebookresearch/vicreg@4e12602"
 MAE = "facebookresearch/mae@efb2a80"
+IBOT = "bytedance/ibot@da316d8"
+DINOV2 = "facebookresearch/dinov2@b8931f7"
 TIMM_032 = "huggingface/pytorch-image-models@6504a42 (timm 0.3.2, which MAE pins: main_pretrain.py:27)"
 NNCLR_PAPER = (
     "arXiv:2104.14548 sec. 4 implementation details (no official code: vissl issue #316 is pointed to solo-learn; "
@@ -1625,6 +1628,185 @@ RECIPES: dict[str, dict[str, Any]] = {
                 "(main_pretrain.py:179)",
             ),
         },
+    },
+    # ------------------------------------------------------------------ iBOT
+    "ibot-vits16-imagenet": {
+        "source": f"{IBOT} README.md:62-78 (vit_small, 16 GPUs: --teacher_temp 0.07 --warmup_teacher_temp_epochs 30 "
+        "--norm_last_layer false --epochs 800 --batch_size_per_gpu 64 --shared_head true --out_dim 8192 "
+        "--local_crops_number 10 --global_crops_scale 0.25 1 --local_crops_scale 0.05 0.25 --pred_ratio 0 0.3 "
+        "--pred_ratio_var 0 0.2; 77.9% linear), main_ibot.py:36-150 (the other defaults: momentum 0.996, "
+        "warmup_teacher_patch_temp 0.04, teacher_patch_temp 0.07, lambda1 = lambda2 = 1, lr 5e-4, wd 0.04 -> 0.4, "
+        "clip_grad 3.0, freeze_last_layer 1, warmup 10, min_lr 1e-6, adamw, drop_path 0.1, pred_shape block), "
+        ":305-310 (lr x bs/256), :574-621 (DataAugmentationiBOT), utils.py:154-163 (per-parameter clipping)",
+        "values": {
+            "method.name": "ibot",
+            "method.out_dim": 8192,
+            "method.shared_head": True,
+            "method.norm_last_layer": False,
+            "method.momentum": 0.996,
+            "method.warmup_teacher_temp": 0.04,
+            "method.teacher_temp": 0.07,
+            "method.warmup_teacher_patch_temp": 0.04,
+            "method.teacher_patch_temp": 0.07,
+            "method.warmup_teacher_temp_epochs": 30,
+            "method.student_temp": 0.1,
+            "method.lambda1": 1.0,
+            "method.lambda2": 1.0,
+            "method.pred_ratio": [0.0, 0.3],
+            "method.pred_ratio_var": [0.0, 0.2],
+            "method.pred_shape": "block",
+            "method.pred_start_epoch": 0,
+            "method.freeze_last_layer_epochs": 1,
+            "backbone.name": "vit_small_patch16",
+            "backbone.drop_path_rate": 0.1,
+            "optim.name": "adamw",
+            "optim.lr": 5e-4,
+            "optim.min_lr": 1e-6,
+            "optim.warmup_epochs": 10,
+            "optim.weight_decay": 0.04,
+            "optim.weight_decay_end": 0.4,
+            "optim.clip_grad": 3.0,
+            "optim.clip_mode": "per_param",
+            "train.batch_size": 1024,
+            "train.epochs": 800,
+            **views(0, count=1, size=224, scale=(0.25, 1.0), **BYOL_JITTER, blur_p=1.0, solarize_p=0.0),
+            **views(1, count=1, size=224, scale=(0.25, 1.0), **BYOL_JITTER, blur_p=0.1, solarize_p=0.2),
+            **views(2, count=10, size=96, scale=(0.05, 0.25), **BYOL_JITTER, blur_p=0.5, solarize_p=0.0),
+        },
+        "effective_lr": 2e-3,
+        "exclude_bias_norm": True,
+    },
+    "ibot-cifar10": {
+        "source": f"ibot-vits16-imagenet's recipe ({IBOT} README.md:62-78) at CIFAR's size: the paper and the "
+        "official code have no CIFAR setting; a ViT-S/4 on 32 px as mae-cifar10, crops 224 / 96 -> 32 / 16 px, "
+        "no blur at 32 px, batch 256",
+        "values": {
+            **CIFAR_MEAN_STD,
+            "method.name": "ibot",
+            "method.out_dim": 8192,
+            "method.shared_head": True,
+            "method.norm_last_layer": False,
+            "method.teacher_temp": 0.07,
+            "method.pred_ratio": [0.0, 0.3],
+            "method.pred_ratio_var": [0.0, 0.2],
+            "backbone.name": "vit_small_patch4",
+            "backbone.img_size": 32,
+            "backbone.drop_path_rate": 0.1,
+            "optim.name": "adamw",
+            "optim.lr": 5e-4,
+            "optim.weight_decay": 0.04,
+            "optim.weight_decay_end": 0.4,
+            "optim.clip_grad": 3.0,
+            "optim.clip_mode": "per_param",
+            "train.batch_size": 256,
+            "train.epochs": 800,
+            **views(0, count=1, size=32, scale=(0.25, 1.0), **BYOL_JITTER, blur_p=0.0, solarize_p=0.0),
+            **views(1, count=1, size=32, scale=(0.25, 1.0), **BYOL_JITTER, blur_p=0.0, solarize_p=0.2),
+            **views(2, count=10, size=16, scale=(0.05, 0.25), **BYOL_JITTER, blur_p=0.0, solarize_p=0.0),
+        },
+        "effective_lr": 5e-4,
+        "exclude_bias_norm": True,
+    },
+    # ------------------------------------------------------------------ DINOv2
+    "dinov2-vits14-imagenet": {
+        "source": f"{DINOV2} configs/train/vitl16_short.yaml (the ImageNet-1k recipe: ssl_default_config.yaml with "
+        "batch_size_per_gpu 64; README.md:483-495: 32 GPUs, 82.9% linear with ViT-L/16), configs/"
+        "ssl_default_config.yaml:44-116 (dino / ibot / koleo weights 1 / 1 / 0.1, mask_sample_probability 0.5, "
+        "mask_ratio_min_max [0.1, 0.5], shared head 65,536 / 256 / 2048 / 3 layers, centering, drop_path_rate 0.3 "
+        "uniform, layerscale 1e-5, momentum 0.992 -> 1, teacher temp 0.04 -> 0.07 over 30 epochs, base_lr 0.004 "
+        "sqrt_wrt_1024, warmup 10, min_lr 1e-6, wd 0.04 -> 0.4, clip 3.0, freeze_last_layer 1, layerwise_decay 0.9, "
+        "patch_embed_lr_mult 0.2, global crops 224 of 0.32-1, 8 local crops of 0.05-0.32), OFFICIAL_EPOCH_LENGTH "
+        "1250 (epochs in passes over ImageNet-1k: x 1250 x 2048 / 1,281,167), configs/eval/vits14_pretrain.yaml "
+        "(patch 14, 98 px local crops), data/transforms.py:17-21 (GaussianBlur(p) applies at 1 - p: 0.0 / 0.9 / "
+        "0.5), train/train.py:113-119 (per-module clipping), utils/config.py:21-29 (lr x sqrt(bs / 1024))",
+        "values": {
+            "method.name": "dinov2",
+            "method.out_dim": 65536,
+            "method.hidden_dim": 2048,
+            "method.bottleneck_dim": 256,
+            "method.head_layers": 3,
+            "method.norm_last_layer": False,
+            "method.ibot_separate_head": False,
+            "method.centering": "centering",
+            "method.dino_loss_weight": 1.0,
+            "method.ibot_loss_weight": 1.0,
+            "method.koleo_loss_weight": 0.1,
+            "method.mask_probability": 0.5,
+            "method.mask_ratio_min_max": [0.1, 0.5],
+            "method.momentum": 0.992,
+            "method.momentum_end": 1.0,
+            "method.warmup_teacher_temp": 0.04,
+            "method.teacher_temp": 0.07,
+            "method.warmup_teacher_temp_epochs": 60,
+            "method.student_temp": 0.1,
+            "method.center_momentum": 0.9,
+            "method.freeze_last_layer_epochs": 2,
+            "method.layer_decay": 0.9,
+            "method.patch_embed_lr_mult": 0.2,
+            "backbone.name": "vit_small_patch14",
+            "backbone.layer_scale": 1e-5,
+            "backbone.drop_path_rate": 0.3,
+            "backbone.drop_path_uniform": True,
+            "backbone.reg_tokens": 0,
+            "optim.name": "adamw",
+            "optim.betas": (0.9, 0.999),
+            "optim.lr_scaling": "sqrt",
+            "optim.min_lr": 1e-6,
+            "optim.warmup_epochs": 20,
+            "optim.weight_decay": 0.04,
+            "optim.weight_decay_end": 0.4,
+            "optim.clip_grad": 3.0,
+            "optim.clip_mode": "per_module",
+            "train.batch_size": 2048,
+            "train.epochs": 200,
+            **views(0, count=1, size=224, scale=(0.32, 1.0), **BYOL_JITTER, blur_p=0.0, solarize_p=0.0),
+            **views(1, count=1, size=224, scale=(0.32, 1.0), **BYOL_JITTER, blur_p=0.9, solarize_p=0.2),
+            **views(2, count=8, size=98, scale=(0.05, 0.32), **BYOL_JITTER, blur_p=0.5, solarize_p=0.0),
+        },
+        "effective_lr": 0.004 * math.sqrt(2048 / 1024),
+        "exclude_bias_norm": True,
+    },
+    "dinov2-vitb14-imagenet": {
+        "source": f"dinov2-vits14-imagenet's recipe with {DINOV2} models/vision_transformer.py vit_base (768 wide, "
+        "12 blocks, 12 heads)",
+        "values": {
+            "method.name": "dinov2",
+            "backbone.name": "vit_base_patch14",
+            "backbone.layer_scale": 1e-5,
+            "train.batch_size": 2048,
+            "train.epochs": 200,
+            "data.views.2.size": 98,
+        },
+        "effective_lr": 0.004 * math.sqrt(2048 / 1024),
+        "exclude_bias_norm": True,
+    },
+    "dinov2-cifar10": {
+        "source": f"dinov2-vits14-imagenet's recipe ({DINOV2} vitl16_short.yaml) at CIFAR's size: the paper and the "
+        "official code have no CIFAR setting; a ViT-S/4 on 32 px as mae-cifar10, crops 224 / 98 -> 32 / 16 px, no "
+        "blur at 32 px, batch 256 (lr 4e-3 x sqrt(256 / 1024))",
+        "values": {
+            **CIFAR_MEAN_STD,
+            "method.name": "dinov2",
+            "method.koleo_loss_weight": 0.1,
+            "method.warmup_teacher_temp_epochs": 60,
+            "method.freeze_last_layer_epochs": 2,
+            "backbone.name": "vit_small_patch4",
+            "backbone.img_size": 32,
+            "backbone.layer_scale": 1e-5,
+            "backbone.drop_path_rate": 0.3,
+            "backbone.drop_path_uniform": True,
+            "optim.name": "adamw",
+            "optim.lr_scaling": "sqrt",
+            "optim.warmup_epochs": 20,
+            "optim.clip_mode": "per_module",
+            "train.batch_size": 256,
+            "train.epochs": 200,
+            **views(0, count=1, size=32, scale=(0.32, 1.0), **BYOL_JITTER, blur_p=0.0, solarize_p=0.0),
+            **views(1, count=1, size=32, scale=(0.32, 1.0), **BYOL_JITTER, blur_p=0.0, solarize_p=0.2),
+            **views(2, count=8, size=16, scale=(0.05, 0.32), **BYOL_JITTER, blur_p=0.0, solarize_p=0.0),
+        },
+        "effective_lr": 0.004 * math.sqrt(256 / 1024),
+        "exclude_bias_norm": True,
     },
 }
 

@@ -169,7 +169,8 @@ def build_schedule(cfg: OptimConfig, peak_lr: float, total_steps: int, steps_per
 def clip_grad(model: nn.Module, max_norm: float, mode: str = "global") -> None:
     """Clip gradients to ``max_norm`` (0: off). ``global``: the norm over all parameters together
     (torch's ``clip_grad_norm_``). ``per_param``: each parameter's gradient on its own, as DINO's
-    ``utils.clip_gradients``: ``g *= min(1, max_norm / (||g|| + 1e-6))``."""
+    ``utils.clip_gradients``: ``g *= min(1, max_norm / (||g|| + 1e-6))``. ``per_module``: the norm over each
+    of the model's ``clip_groups()`` apart (DINOv2 clips its backbone and heads each to 3.0)."""
     if max_norm <= 0:
         return
     params = [p for p in model.parameters() if p.grad is not None]
@@ -177,10 +178,16 @@ def clip_grad(model: nn.Module, max_norm: float, mode: str = "global") -> None:
         return
     if mode == "global":
         torch.nn.utils.clip_grad_norm_(params, max_norm)
+    elif mode == "per_module":
+        groups = model.clip_groups() if hasattr(model, "clip_groups") else [params]
+        for group in groups:
+            with_grad = [p for p in group if p.grad is not None]
+            if with_grad:
+                torch.nn.utils.clip_grad_norm_(with_grad, max_norm)
     elif mode == "per_param":
         grads = [p.grad for p in params]
         norms = torch.stack(torch._foreach_norm(grads))
         scale = torch.clamp(max_norm / (norms + 1e-6), max=1.0)
         torch._foreach_mul_(grads, list(scale.unbind()))
     else:
-        raise ValueError(f"optim.clip_mode: unknown mode {mode!r}; expected global or per_param")
+        raise ValueError(f"optim.clip_mode: unknown mode {mode!r}; expected global, per_param or per_module")
