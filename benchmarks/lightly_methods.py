@@ -8,11 +8,15 @@ identical by construction. Only what lightly implements differs: the heads
 ``deactivate_requires_grad``, as lightly's examples) and each forward pass as lightly's examples
 write it (``examples/pytorch/<method>.py``). The EMA itself is declared with ``ema_pairs`` and done
 by selfsup's loop with the preset's momentum schedule, parameters only (``ema_buffers = False``, as
-``lightly.models.utils.update_momentum``).
+``lightly.models.utils.update_momentum``). iBOT and DINOv2 also keep selfsup's masks (drawn by the same
+functions from the same per-step generator, ``selfsup.nn.masking``), a learned mask token and selfsup's
+masked encoder (``selfsup.backbones.vit.forward_mask_token``) in place of lightly's ``random_block_mask`` and
+``MaskedVisionTransformerTIMM``, so that the student sees the same masked crops in both rows.
 
 Every hyperparameter is read from the selfsup method config of the same run (``cfg.method``): head
 sizes, temperatures, queue size, momentum, Sinkhorn epsilon and iterations, the teacher temperature
-schedule, the freezing of SwAV's prototypes and DINO's last layer. A setting lightly's modules cannot
+schedules, the freezing of SwAV's prototypes and DINO's last layer, the loss weights and mask ratios of
+iBOT and DINOv2. A setting lightly's modules cannot
 express raises ``ValueError`` instead of being silently dropped.
 
 These classes are NOT in selfsup's method registry: build them with :func:`build_lightly`.
@@ -37,6 +41,30 @@ Known differences of lightly's implementation from selfsup's (kept: they are lig
   ``requires_grad`` for ``n_steps_frozen_prototypes`` steps.
 - DINO: ``DINOProjectionHead`` uses the deprecated ``torch.nn.utils.weight_norm`` (so the teacher head is
   built anew and loaded, not deep-copied, as in throughput.py) and always has 3 MLP layers.
+- iBOT: lightly's ``IBOTPatchLoss`` is DINOv2's patch loss: its center is an EMA of the mean of the teacher's
+  outputs at the *masked* patches (the official iBOT's ``center2``, and selfsup's, average every patch token of
+  the global crops), which is also why the teacher head runs on the masked patches only. lightly has no iBOT
+  head (a second output layer for the patches): one ``DINOProjectionHead`` for [CLS] and patches, so
+  ``shared_head`` must be true. lightly's example has one teacher temperature for both terms, warmed up per step;
+  here the [CLS] term has ``DINOLoss``'s per-epoch schedule (the official one) and the patch term the config's
+  patch schedule (``selfsup.methods.ibot.patch_temperature``, passed as ``teacher_temp``). The normalizations
+  are the official ones: the [CLS] term is the mean over the (teacher global crop, other student crop) pairs,
+  the patch term the per-image mean over the masked patches, then the mean over every global crop (an unmasked
+  crop counts 0). A batch without any masked patch (before ``pred_start_epoch``) gets a patch loss of 0 and no
+  center update (lightly's center would average an empty batch: NaN).
+- DINOv2: lightly's ``DINOv2ProjectionHead`` (its examples' and benchmark's head, not ``DINOProjectionHead``) has
+  no fixed-norm option (its last layer's norm trains: ``norm_last_layer`` must be false, as the official head)
+  and no ``cancel_last_layer_gradients``: the last layers' gradients are dropped for
+  ``freeze_last_layer_epochs`` (selfsup's way; lightly's benchmark sets their lr to 0 for the first epoch).
+  lightly's ``DINOLoss`` and ``IBOTPatchLoss`` center by the mean only: ``centering: sinkhorn_knopp`` (the
+  paper's) raises. The [CLS] term is the mean over the ``2 + 2 L`` pairs: the official ``2 + max(2 L, 1)``
+  divisor for ``L >= 1`` local crops, but 2 instead of 3 without local crops. ``KoLeoLoss`` searches each
+  process's own batch (the official per-rank search; selfsup's default gathers every rank: the same on one
+  process). The teacher temperature is lightly's benchmark's ``linear_warmup_schedule`` (``step / W`` over
+  ``W`` = ``warmup_teacher_temp_epochs`` epochs of steps; the official and selfsup's ``linspace``: ``step /
+  (W - 1)``). The optimizer's groups are selfsup's ``layer_decay_groups``, which give the same rates and decay
+  as lightly's benchmark's per-parameter groups; gradient clipping is the preset's (per module), where
+  lightly's benchmark clips the global norm.
 - DCL and DCLW: one backbone pass per view; lightly's ``DCLLoss``/``DCLWLoss`` equal selfsup's ``dcl_loss``
   (checked on the same projections), the mean over the 2N anchors, which selfsup's method doubles
   (``loss_a + loss_b``, as SimCLR's): the same direction, half the gradient; lightly's output BN has a
@@ -70,7 +98,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightly.loss import BarlowTwinsLoss, DINOLoss, NegativeCosineSimilarity, NTXentLoss, SwaVLoss
+from lightly.loss import (
+    BarlowTwinsLoss,
+    DINOLoss,
+    IBOTPatchLoss,
+    KoLeoLoss,
+    NegativeCosineSimilarity,
+    NTXentLoss,
+    SwaVLoss,
+)
 from lightly.loss.dcl_loss import DCLLoss, DCLWLoss
 from lightly.loss.mmcr_loss import MMCRLoss
 from lightly.loss.tico_loss import TiCoLoss
@@ -80,6 +116,7 @@ from lightly.models.modules import (
     BYOLPredictionHead,
     BYOLProjectionHead,
     DINOProjectionHead,
+    DINOv2ProjectionHead,
     MMCRProjectionHead,
     MoCoProjectionHead,
     NNCLRPredictionHead,
@@ -94,13 +131,27 @@ from lightly.models.modules import (
 from lightly.models.modules.heads import ProjectionHead, TiCoProjectionHead, VICRegProjectionHead
 from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.models.utils import deactivate_requires_grad
+from lightly.utils.scheduler import linear_warmup_schedule
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from selfsup import dist
 from selfsup.backbones import backbone_from_config
+from selfsup.backbones.vit import forward_mask_token
 from selfsup.config import Config
 from selfsup.methods import METHODS
-from selfsup.methods.base import Method, Progress, StepOutput, cosine_momentum, split_decay_groups
+from selfsup.methods.base import (
+    Method,
+    Progress,
+    StepOutput,
+    cosine_momentum,
+    layer_decay_groups,
+    split_decay_groups,
+)
+from selfsup.methods.ibot import patch_temperature
 from selfsup.methods.stats import embedding_std
+from selfsup.nn.masking import BlockMasking, batch_block_masks, ibot_masks, step_rng
+from selfsup.nn.multicrop import multicrop_forward
 
 
 def _require(ok: bool, what: str) -> None:
@@ -400,6 +451,303 @@ class LightlyDINO(LightlyMethod):
         return StepOutput(loss, {"z_std": embedding_std(student[0])})
 
 
+def _require_vit(backbone: nn.Module, method: str) -> None:
+    if not isinstance(backbone, VisionTransformer):
+        raise ValueError(
+            f"{method} masks patch tokens: it needs a ViT backbone (vit_...), got {type(backbone).__name__}"
+        )
+
+
+def _teacher_vit(backbone: nn.Module) -> nn.Module:
+    """``_momentum_copy`` without stochastic depth: lightly's examples build the teacher ViT without drop path
+    and set the rate on the student's copy only (``update_drop_path_rate``), as selfsup's teacher has none."""
+    teacher = _momentum_copy(backbone)
+    for m in teacher.modules():
+        if hasattr(m, "drop_prob"):
+            m.drop_prob = 0.0
+    return teacher
+
+
+def _weight_normed(build):
+    """A lightly DINO head (``torch.nn.utils.weight_norm``, deprecated: its warning is silenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return build()
+
+
+def _teacher_head(student: nn.Module, build) -> nn.Module:
+    """The teacher's copy of a weight-normed head: built anew and loaded (no deepcopy, as ``LightlyDINO``)."""
+    teacher = _weight_normed(build)
+    teacher.load_state_dict(student.state_dict())
+    deactivate_requires_grad(teacher)
+    return teacher
+
+
+def _patch_loss(
+    criterion: IBOTPatchLoss,
+    teacher: torch.Tensor,
+    student: torch.Tensor,
+    masks: torch.Tensor,
+    grid: tuple[int, int],
+    teacher_temp: float,
+) -> torch.Tensor:
+    """``IBOTPatchLoss`` in float32 on the teacher's and student's outputs ``(M, K)`` at the masked patches of
+    the ``(B, h * w)`` masks (given as lightly's ``(B, h, w)``); 0 and no center update when nothing is masked
+    (the center's batch mean would be over no rows: NaN)."""
+    if not masks.any():
+        return student.float().sum() * 0.0
+    with torch.autocast(student.device.type, enabled=False):
+        return criterion(teacher.float(), student.float(), masks.view(-1, *grid), teacher_temp=teacher_temp)
+
+
+class LightlyIBOT(LightlyMethod):
+    """examples/pytorch/ibot.py and benchmarks/imagenet/vitb16/ibot.py: one ``DINOProjectionHead`` for the [CLS]
+    and the masked patch tokens (the student's, and the teacher's EMA copy), the teacher on the unmasked global
+    crops, the student on the masked global crops (all tokens) and the local crops ([CLS] only),
+    ``lambda1 * DINOLoss + lambda2 * IBOTPatchLoss`` (lightly/loss/dino_loss.py, lightly/loss/ibot_loss.py): the
+    [CLS] term over (teacher global crop, other student crop) pairs with ``DINOLoss``'s temperature warm-up
+    (``epoch=``) and center momentum, the patch term on the masked patches of each global crop against the
+    teacher's outputs there, with the config's patch temperature schedule and ``center_momentum2``;
+    ``cancel_last_layer_gradients`` for the first epochs. The masks (iBOT's ``ibot_masks``, per global crop,
+    none before ``pred_start_epoch``), the mask token ``(1, D)`` (weight-decayed, as the official one) and the
+    masked forward are selfsup's; the teacher backbone is evaluated (as selfsup's iBOT)."""
+
+    def __init__(self, backbone: nn.Module, cfg) -> None:
+        _require_vit(backbone, "iBOT")
+        super().__init__(backbone, cfg)
+        _require(cfg.head_layers == 3, f"a {cfg.head_layers}-layer iBOT head (DINOProjectionHead has 3)")
+        _require(cfg.shared_head, "iBOT's separate patch output layer (shared_head=false): lightly has no iBOT head")
+        freeze = math.ceil(cfg.freeze_last_layer_epochs)
+        _require(freeze == cfg.freeze_last_layer_epochs, "freezing the last layer for a fraction of an epoch")
+
+        def head() -> DINOProjectionHead:
+            return DINOProjectionHead(
+                backbone.num_features,
+                cfg.hidden_dim,
+                cfg.bottleneck_dim,
+                cfg.out_dim,
+                batch_norm=cfg.use_bn,
+                freeze_last_layer=freeze,
+                norm_last_layer=cfg.norm_last_layer,
+            )
+
+        self.student_head = _weight_normed(head)
+        self.teacher_backbone = _teacher_vit(self.backbone)
+        self.teacher_head = _teacher_head(self.student_head, head)
+        self.mask_token = nn.Parameter(torch.zeros(1, backbone.embed_dim))
+        self.cls_criterion = DINOLoss(
+            output_dim=cfg.out_dim,
+            warmup_teacher_temp=cfg.warmup_teacher_temp,
+            teacher_temp=cfg.teacher_temp,
+            warmup_teacher_temp_epochs=cfg.warmup_teacher_temp_epochs,
+            student_temp=cfg.student_temp,
+            center_momentum=cfg.center_momentum,
+        )
+        self.patch_criterion = IBOTPatchLoss(
+            output_dim=cfg.out_dim,
+            teacher_temp=cfg.teacher_patch_temp,
+            student_temp=cfg.student_temp,
+            center_momentum=cfg.center_momentum2,
+        )
+        self._epoch = 0
+        self._patch_temp = patch_temperature(0, cfg)
+        self._rng = step_rng(0, 0, 0)
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.teacher_backbone
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.backbone, self.teacher_backbone), (self.student_head, self.teacher_head)]
+
+    def ema_momentum(self, progress: Progress) -> float:
+        return cosine_momentum(self.cfg.momentum, self.cfg.momentum_end, progress)
+
+    def on_step(self, progress: Progress) -> None:
+        self._epoch = int(progress.epoch)
+        self._patch_temp = patch_temperature(self._epoch, self.cfg)
+        self._rng = step_rng(progress.seed, progress.step, dist.rank())
+
+    def after_backward(self, progress: Progress) -> None:
+        self.student_head.cancel_last_layer_gradients(current_epoch=int(progress.epoch))
+
+    def draw_masks(self, batch: int, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """selfsup's iBOT masks: ``(batch, h * w)`` for one global crop of each image (none before
+        ``pred_start_epoch``)."""
+        c = self.cfg
+        if self._epoch < c.pred_start_epoch:
+            return torch.zeros(batch, grid[0] * grid[1], dtype=torch.bool, device=device)
+        return ibot_masks(batch, grid, self._rng, c.pred_ratio, c.pred_ratio_var, c.pred_shape).to(device)
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        c, g = self.cfg, self.cfg.num_global_views
+        if len(views) < max(2, g) or any(v.shape != views[0].shape for v in views[1:g]):
+            raise ValueError(f"iBOT needs at least {max(2, g)} views, the first {g} (global) of one size")
+        n, prefix = views[0].shape[0], self.backbone.num_prefix_tokens
+        p = self.backbone.patch_embed.patch_size
+        grid = (views[0].shape[-2] // p[0], views[0].shape[-1] // p[1])
+        masks = torch.cat([self.draw_masks(n, grid, views[0].device) for _ in range(g)])  # (g * n, N), crop-major
+        glob = torch.cat(views[:g])
+        with torch.no_grad():
+            t_tokens = self.teacher_backbone.forward_features(glob)
+            teacher = self.teacher_head(t_tokens[:, 0])
+            teacher_patch = self.teacher_head(t_tokens[:, prefix:][masks])
+        tokens = forward_mask_token(self.backbone, glob, masks, self.mask_token[0])
+        cls = tokens[:, 0]
+        if len(views) > g:
+            cls = torch.cat([cls, multicrop_forward(self.backbone, views[g:])])
+        student = self.student_head(cls)
+        student_patch = self.student_head(tokens[:, prefix:][masks])
+        with torch.autocast(views[0].device.type, enabled=False):
+            cls_loss = self.cls_criterion(
+                [t.float() for t in teacher.split(n)], [s.float() for s in student.split(n)], epoch=self._epoch
+            )
+        patch_loss = _patch_loss(self.patch_criterion, teacher_patch, student_patch, masks, grid, self._patch_temp)
+        loss = c.lambda1 * cls_loss + c.lambda2 * patch_loss
+        logs = {
+            "z_std": embedding_std(student[:n]),
+            "cls_loss": cls_loss.detach(),
+            "patch_loss": patch_loss.detach(),
+            "mask_ratio": masks.float().mean(),
+        }
+        return StepOutput(loss, logs)
+
+
+class LightlyDINOv2(LightlyMethod):
+    """examples/pytorch/dinov2.py and benchmarks/imagenet/vitb16/dinov2.py: ``DINOv2ProjectionHead`` for the
+    [CLS] and the masked patch tokens (``ibot_separate_head``: a second one, of ``ibot_out_dim`` outputs, for the
+    patches), the teacher's EMA copies, the teacher on the unmasked global crops, the student on the masked
+    global crops (all tokens) and the local crops ([CLS] only); ``dino_loss_weight * DINOLoss +
+    ibot_loss_weight * IBOTPatchLoss + koleo_loss_weight * sum of KoLeoLoss`` (lightly/loss/dino_loss.py,
+    lightly/loss/ibot_loss.py, lightly/loss/koleo_loss.py): the [CLS] term over (teacher global crop, other
+    student crop) pairs, the patch term at the masked patches, both with the benchmark's per-step teacher
+    temperature warm-up (``linear_warmup_schedule``) and the config's center momentum, KoLeo on the student's
+    backbone [CLS] of each global crop apart. The masks (DINOv2's ``batch_block_masks``: ``mask_probability``
+    of the global crops, ratios in ``mask_ratio_min_max``), the mask token and the masked forward are selfsup's.
+
+    Only the heads and losses (and the EMA bookkeeping) are lightly's: the optimizer's parameter groups are
+    selfsup's ``layer_decay_groups`` (layer-wise lr decay, the patch embedding's multiplier, the mask token at
+    layer 0, no decay on 1-D parameters) and ``clip_groups`` selfsup's (backbone with the mask token, each
+    student head apart), so that the optimizer is the same as selfsup's DINOv2; the teacher backbone is
+    evaluated."""
+
+    def __init__(self, backbone: nn.Module, cfg) -> None:
+        _require_vit(backbone, "DINOv2")
+        super().__init__(backbone, cfg)
+        _require(cfg.head_layers == 3, f"a {cfg.head_layers}-layer DINOv2 head (DINOv2ProjectionHead has 3)")
+        _require(cfg.centering == "centering", f"centering {cfg.centering!r} (DINOLoss and IBOTPatchLoss: 'mean')")
+        _require(not cfg.norm_last_layer, "a last layer of norm fixed to 1 (DINOv2ProjectionHead trains it)")
+
+        def head(out_dim: int):
+            return lambda: DINOv2ProjectionHead(
+                backbone.num_features, cfg.hidden_dim, cfg.bottleneck_dim, out_dim, batch_norm=cfg.use_bn
+            )
+
+        self.student_head = _weight_normed(head(cfg.out_dim))
+        self.teacher_backbone = _teacher_vit(self.backbone)
+        self.teacher_head = _teacher_head(self.student_head, head(cfg.out_dim))
+        patch_dim = cfg.out_dim
+        if cfg.ibot_separate_head:
+            patch_dim = cfg.ibot_out_dim
+            self.student_ibot_head = _weight_normed(head(patch_dim))
+            self.teacher_ibot_head = _teacher_head(self.student_ibot_head, head(patch_dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, backbone.embed_dim))
+        self.dino_criterion = DINOLoss(
+            output_dim=cfg.out_dim, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum
+        )
+        self.ibot_criterion = IBOTPatchLoss(
+            output_dim=patch_dim, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum
+        )
+        self.koleo_criterion = KoLeoLoss()
+        self._teacher_temp = cfg.warmup_teacher_temp
+        self._rng = step_rng(0, 0, 0)
+        self._maskers: dict[tuple[int, int], BlockMasking] = {}
+
+    def _heads(self) -> list[tuple[nn.Module, nn.Module]]:
+        heads = [(self.student_head, self.teacher_head)]
+        if self.cfg.ibot_separate_head:
+            heads.append((self.student_ibot_head, self.teacher_ibot_head))
+        return heads
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.teacher_backbone
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.backbone, self.teacher_backbone), *self._heads()]
+
+    def ema_momentum(self, progress: Progress) -> float:
+        return cosine_momentum(self.cfg.momentum, self.cfg.momentum_end, progress)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return layer_decay_groups(
+            self,
+            self.cfg.layer_decay,
+            self.cfg.patch_embed_lr_mult,
+            layer0=("mask_token",),
+            exclude=self.exclude_bias_norm,
+        )
+
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        return [[*self.backbone.parameters(), self.mask_token], *[list(s.parameters()) for s, _ in self._heads()]]
+
+    def on_step(self, progress: Progress) -> None:
+        c = self.cfg
+        warmup = c.warmup_teacher_temp_epochs * progress.steps_per_epoch
+        self._teacher_temp = linear_warmup_schedule(progress.step, warmup, c.warmup_teacher_temp, c.teacher_temp)
+        self._rng = step_rng(progress.seed, progress.step, dist.rank())
+
+    def after_backward(self, progress: Progress) -> None:
+        if progress.epoch < self.cfg.freeze_last_layer_epochs:
+            for student, _ in self._heads():
+                for p in student.last_layer.parameters():
+                    p.grad = None
+
+    def draw_masks(self, batch: int, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """selfsup's DINOv2 masks: ``(batch, h * w)`` for the ``batch`` global crops."""
+        if grid not in self._maskers:
+            self._maskers[grid] = BlockMasking(grid, max_num_patches=0.5 * grid[0] * grid[1])
+        lo, hi = self.cfg.mask_ratio_min_max
+        return batch_block_masks(batch, self._maskers[grid], self._rng, (lo, hi), self.cfg.mask_probability).to(device)
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        c, g = self.cfg, self.cfg.num_global_views
+        if len(views) < max(2, g) or any(v.shape != views[0].shape for v in views[1:g]):
+            raise ValueError(f"DINOv2 needs at least {max(2, g)} views, the first {g} (global) of one size")
+        n, prefix = views[0].shape[0], self.backbone.num_prefix_tokens
+        p = self.backbone.patch_embed.patch_size
+        grid = (views[0].shape[-2] // p[0], views[0].shape[-1] // p[1])
+        masks = self.draw_masks(g * n, grid, views[0].device)  # (g * n, N): the global crops, crop-major
+        (student_head, teacher_head), (student_patch_head, teacher_patch_head) = self._heads()[0], self._heads()[-1]
+        glob = torch.cat(views[:g])
+        with torch.no_grad():
+            t_tokens = self.teacher_backbone.forward_features(glob)
+            teacher = teacher_head(t_tokens[:, 0])
+            teacher_patch = teacher_patch_head(t_tokens[:, prefix:][masks])
+        tokens = forward_mask_token(self.backbone, glob, masks, self.mask_token[0])
+        cls_global = tokens[:, 0]
+        cls = torch.cat([cls_global, multicrop_forward(self.backbone, views[g:])]) if len(views) > g else cls_global
+        student = student_head(cls)
+        student_patch = student_patch_head(tokens[:, prefix:][masks])
+        with torch.autocast(views[0].device.type, enabled=False):
+            dino = self.dino_criterion(
+                [t.float() for t in teacher.split(n)],
+                [s.float() for s in student.split(n)],
+                teacher_temp=self._teacher_temp,
+            )
+        ibot = _patch_loss(self.ibot_criterion, teacher_patch, student_patch, masks, grid, self._teacher_temp)
+        koleo = sum(_fp32(self.koleo_criterion, x) for x in cls_global.split(n))
+        loss = c.dino_loss_weight * dino + c.ibot_loss_weight * ibot + c.koleo_loss_weight * koleo
+        logs = {
+            "z_std": embedding_std(student[:n]),
+            "dino_loss": dino.detach(),
+            "ibot_loss": ibot.detach(),
+            "koleo_loss": koleo.detach(),
+            "mask_ratio": masks.float().mean(),
+        }
+        return StepOutput(loss, logs)
+
+
 class LightlyDCL(LightlyMethod):
     """examples/pytorch/dcl.py: ``SimCLRProjectionHead`` + ``DCLLoss(temperature)``, one pass per view;
     negatives gathered across processes (``gather_distributed``, as benchmarks/imagenet/resnet50/dcl.py)."""
@@ -551,6 +899,8 @@ LIGHTLY: dict[str, type[Method]] = {
     "barlowtwins": LightlyBarlowTwins,
     "swav": LightlySwAV,
     "dino": LightlyDINO,
+    "ibot": LightlyIBOT,
+    "dinov2": LightlyDINOv2,
     "dcl": LightlyDCL,
     "dclw": LightlyDCLW,
     "tico": LightlyTiCo,

@@ -13,11 +13,11 @@ images as queries (``--test-limit 0``: all; standard error 0.46-0.49 points at 3
 backbone at random initialisation (same seed) is measured in the same run.
 
 ``--impl selfsup,lightly`` (the default) trains, for each method lightly implements (SimCLR, MoCo v2,
-BYOL, SimSiam, Barlow Twins, SwAV, DINO, VICReg, NNCLR, DCL, DCLW, TiCo, MMCR: the ``LIGHTLY`` table of
-``lightly_methods.py``), lightly's own heads and losses
+BYOL, SimSiam, Barlow Twins, SwAV, DINO, iBOT, DINOv2, VICReg, NNCLR, DCL, DCLW, TiCo, MMCR: the ``LIGHTLY``
+table of ``lightly_methods.py``), lightly's own heads and losses
 (``lightly_methods.py``) through selfsup's training loop on the same backbone (same initial
-weights), data, views, optimizer, schedule, batch and epochs: only the method's heads, loss and EMA
-bookkeeping differ between the two rows.
+weights), data, views (and, for iBOT and DINOv2, masks), optimizer, schedule, batch and epochs: only the
+method's heads, loss and EMA bookkeeping differ between the two rows.
 
 Backbone (``--backbone``): ``cifar-w16``, ResNet-18 with the CIFAR stem (3x3/1, no max-pool) at base
 width 16, the default; ``imagenet-stem``, the full-width ResNet-18 with the ImageNet stem (7x7/2 +
