@@ -33,12 +33,15 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from .. import dist
+from ..backbones.vit import forward_mask_token
 from ..losses import dino_loss
 from ..nn import copy_as_target, mlp
+from ..nn.masking import step_rng
 from ..nn.multicrop import multicrop_forward
 from .base import Method, MethodConfig, Progress, StepOutput, cosine_momentum, register
 from .stats import embedding_std
@@ -188,3 +191,51 @@ class DINO(Method):
             self.center.copy_(updated_center(self.center, teacher, self.cfg.center_momentum))
         logs = {"z_std": embedding_std(z[:n]), "teacher_temp": torch.tensor(self._teacher_temp, device=loss.device)}
         return StepOutput(loss, logs)
+
+
+class MaskedDINO(DINO):
+    """What iBOT and DINOv2 add to DINO alike: a ViT student that sees its global crops with patch masks (a
+    learned ``mask_token``, zero-initialized, replacing the masked patch embeddings before the position
+    embedding), a second center ``center2`` for the patch outputs, and masks drawn from
+    :func:`~selfsup.nn.masking.step_rng` (the run's seed, the step and the rank: a resumed run draws the masks
+    of an uninterrupted one). Subclasses draw the masks (``draw_masks``) and compute the loss."""
+
+    center2: torch.Tensor
+
+    def __init__(self, backbone: nn.Module, cfg: DINOConfig, patch_dim: int) -> None:
+        if not isinstance(backbone, VisionTransformer):
+            raise ValueError(
+                f"{type(self).__name__} masks patch tokens: it needs a ViT backbone (vit_...), "
+                f"got {type(backbone).__name__}"
+            )
+        super().__init__(backbone, cfg)
+        self.register_buffer("center2", torch.zeros(1, patch_dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, backbone.embed_dim))
+        self._rng = step_rng(0, 0, 0)
+
+    def on_step(self, progress: Progress) -> None:
+        super().on_step(progress)
+        self._rng = step_rng(progress.seed, progress.step, dist.rank())
+
+    def global_crops(self, views: list[torch.Tensor]) -> tuple[int, tuple[int, int], torch.Tensor]:
+        """``(batch, patch grid, the global crops concatenated crop-major)``, after checking the views."""
+        g = self.cfg.num_global_views
+        if len(views) < max(2, g) or any(v.shape != views[0].shape for v in views[1:g]):
+            raise ValueError(
+                f"{type(self).__name__} needs at least {max(2, g)} views, the first {g} (global) of one size"
+            )
+        p = self.backbone.patch_embed.patch_size
+        grid = (views[0].shape[-2] // p[0], views[0].shape[-1] // p[1])
+        return views[0].shape[0], grid, torch.cat(views[:g])
+
+    def student_tokens(
+        self, views: list[torch.Tensor], glob: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student on the masked global crops (every token, ``(g * B, prefix + N, D)``) and the [CLS]
+        features of every crop, the local ones unmasked (``(V * B, D)``, global crops first)."""
+        tokens = forward_mask_token(self.backbone, glob, masks, self.mask_token[0])
+        g = self.cfg.num_global_views
+        cls = tokens[:, 0]
+        if len(views) > g:
+            cls = torch.cat([cls, multicrop_forward(self.backbone, views[g:])])
+        return tokens, cls

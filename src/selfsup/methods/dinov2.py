@@ -53,17 +53,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .. import dist
-from ..backbones.vit import forward_mask_token
 from ..losses import cross_view_loss, koleo_loss, masked_patch_weights, patch_distillation_loss
-from ..nn.masking import BlockMasking, batch_block_masks, step_rng
-from ..nn.multicrop import multicrop_forward
+from ..nn.masking import BlockMasking, batch_block_masks
 from ..nn.sinkhorn import sinkhorn
 from .base import Progress, StepOutput, layer_decay_groups, register
-from .dino import DINO, DINOConfig, DINOHead, updated_center
+from .dino import DINOConfig, DINOHead, MaskedDINO, updated_center
 from .stats import embedding_std
 
 
@@ -100,24 +96,15 @@ def warmup_temperature(step: int, steps_per_epoch: int, cfg: DINOv2Config) -> fl
 
 
 @register("dinov2")
-class DINOv2(DINO):
+class DINOv2(MaskedDINO):
     Config = DINOv2Config
 
-    center2: torch.Tensor
-
     def __init__(self, backbone: nn.Module, cfg: DINOv2Config) -> None:
-        if not isinstance(backbone, VisionTransformer):
-            raise ValueError(
-                f"DINOv2 masks patch tokens: it needs a ViT backbone (vit_...), got {type(backbone).__name__}"
-            )
         if cfg.centering not in ("centering", "sinkhorn_knopp"):
             raise ValueError(f"method.centering: {cfg.centering!r} is not 'centering' or 'sinkhorn_knopp'")
         self.extra_heads = ("ibot_head",) if cfg.ibot_separate_head else ()
-        super().__init__(backbone, cfg)
-        self.register_buffer("center2", torch.zeros(1, cfg.ibot_out_dim if cfg.ibot_separate_head else cfg.out_dim))
-        self.mask_token = nn.Parameter(torch.zeros(1, backbone.embed_dim))
+        super().__init__(backbone, cfg, cfg.ibot_out_dim if cfg.ibot_separate_head else cfg.out_dim)
         self._teacher_temp = warmup_temperature(0, 1, cfg)
-        self._rng = step_rng(0, 0, 0)
         self._maskers: dict[tuple[int, int], BlockMasking] = {}
 
     def build_heads(self, in_dim: int) -> None:
@@ -133,8 +120,8 @@ class DINOv2(DINO):
         return [[*self.backbone.parameters(), self.mask_token], *[list(h.parameters()) for h in heads]]
 
     def on_step(self, progress: Progress) -> None:
+        super().on_step(progress)  # the masks' generator
         self._teacher_temp = warmup_temperature(progress.step, progress.steps_per_epoch, self.cfg)
-        self._rng = step_rng(progress.seed, progress.step, dist.rank())
 
     def draw_masks(self, batch: int, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
         """``(batch, h * w)`` masks of the ``batch`` global crops (DINOv2's collate)."""
@@ -150,18 +137,11 @@ class DINOv2(DINO):
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         c, g = self.cfg, self.cfg.num_global_views
-        if len(views) < max(2, g) or any(v.shape != views[0].shape for v in views[1:g]):
-            raise ValueError(f"DINOv2 needs at least {max(2, g)} views, the first {g} (global) of one size")
-        n, prefix = views[0].shape[0], self.backbone.num_prefix_tokens
-        p = self.backbone.patch_embed.patch_size
-        grid = (views[0].shape[-2] // p[0], views[0].shape[-1] // p[1])
-        masks = self.draw_masks(g * n, grid, views[0].device)  # (g * n, N): the global crops, crop-major
+        n, grid, glob = self.global_crops(views)
+        masks = self.draw_masks(g * n, grid, glob.device)  # (g * n, N): the global crops, crop-major
+        tokens, cls = self.student_tokens(views, glob, masks)  # masked global crops, unmasked local ones
+        cls_global, prefix = tokens[:, 0], self.backbone.num_prefix_tokens
         patch_head = self.ibot_head if c.ibot_separate_head else self.head
-        glob = torch.cat(views[:g])
-        # student: the masked global crops (all tokens), the local crops ([CLS] only)
-        tokens = forward_mask_token(self.backbone, glob, masks, self.mask_token[0])
-        cls_global = tokens[:, 0]
-        cls = torch.cat([cls_global, multicrop_forward(self.backbone, views[g:])]) if len(views) > g else cls_global
         z = self.head.bottleneck(cls)
         student = self.head.last_layer(z)
         student_patch = patch_head(tokens[:, prefix:][masks])  # (M, K)

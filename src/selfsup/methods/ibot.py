@@ -43,16 +43,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .. import dist
-from ..backbones.vit import forward_mask_token
 from ..losses import dino_loss, masked_patch_weights, patch_distillation_loss
-from ..nn.masking import ibot_masks, step_rng
-from ..nn.multicrop import multicrop_forward
+from ..nn.masking import ibot_masks
 from .base import Progress, StepOutput, register
-from .dino import DINO, DINOConfig, DINOHead, last_layer, teacher_temperature, updated_center
+from .dino import DINOConfig, DINOHead, MaskedDINO, last_layer, teacher_temperature, updated_center
 from .stats import embedding_std
 
 
@@ -98,23 +94,13 @@ class IBOTHead(DINOHead):
 
 
 @register("ibot")
-class IBOT(DINO):
+class IBOT(MaskedDINO):
     Config = IBOTConfig
 
-    center2: torch.Tensor
-
     def __init__(self, backbone: nn.Module, cfg: IBOTConfig) -> None:
-        if not isinstance(backbone, VisionTransformer):
-            raise ValueError(
-                f"iBOT masks patch tokens: it needs a ViT backbone (vit_...), got {type(backbone).__name__}"
-            )
-        super().__init__(backbone, cfg)
-        patch_dim = cfg.out_dim if cfg.shared_head else cfg.patch_out_dim
-        self.register_buffer("center2", torch.zeros(1, patch_dim))
-        self.mask_token = nn.Parameter(torch.zeros(1, backbone.embed_dim))
+        super().__init__(backbone, cfg, cfg.out_dim if cfg.shared_head else cfg.patch_out_dim)
         self._patch_temp = patch_temperature(0, cfg)
         self._epoch = 0
-        self._rng = step_rng(0, 0, 0)
 
     def build_heads(self, in_dim: int) -> None:
         self.head = IBOTHead(in_dim, self.cfg)
@@ -123,7 +109,6 @@ class IBOT(DINO):
         super().on_step(progress)
         self._epoch = int(progress.epoch)
         self._patch_temp = patch_temperature(self._epoch, self.cfg)
-        self._rng = step_rng(progress.seed, progress.step, dist.rank())
 
     def draw_masks(self, batch: int, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
         """``(batch, h * w)`` masks for one global crop of each image (none before ``pred_start_epoch``)."""
@@ -134,17 +119,10 @@ class IBOT(DINO):
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         c, g = self.cfg, self.cfg.num_global_views
-        if len(views) < max(2, g) or any(v.shape != views[0].shape for v in views[1:g]):
-            raise ValueError(f"iBOT needs at least {max(2, g)} views, the first {g} (global) of one size")
-        n, prefix = views[0].shape[0], self.backbone.num_prefix_tokens
-        p = self.backbone.patch_embed.patch_size
-        grid = (views[0].shape[-2] // p[0], views[0].shape[-1] // p[1])
-        masks = torch.cat([self.draw_masks(n, grid, views[0].device) for _ in range(g)])  # (g * n, N), crop-major
-        glob = torch.cat(views[:g])
-        tokens = forward_mask_token(self.backbone, glob, masks, self.mask_token[0])
-        cls = tokens[:, 0]
-        if len(views) > g:
-            cls = torch.cat([cls, multicrop_forward(self.backbone, views[g:])])
+        n, grid, glob = self.global_crops(views)
+        masks = torch.cat([self.draw_masks(n, grid, glob.device) for _ in range(g)])  # (g * n, N), crop-major
+        tokens, cls = self.student_tokens(views, glob, masks)
+        prefix = self.backbone.num_prefix_tokens
         z = self.head.bottleneck(cls)
         student = self.head.last_layer(z)
         student_patch = self.head.patches(tokens[:, prefix:][masks])  # (M, K): the masked patches only
