@@ -114,3 +114,24 @@ def test_architectures_a_format_cannot_express_are_errors_naming_the_way_out(tmp
         export_folder(vit, tmp_path / "y", "torchvision")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no half-written folder
+
+
+@pytest.mark.parametrize("extra", [[], ["backbone.reg_tokens=4"], ["backbone.layer_scale=0"]])
+def test_dinov2_vits_maps_to_timms_dinov2_architecture(extra):
+    """LayerScale, registers and depth carry over: timm's model built from ``timm_spec`` takes the weights
+    strictly and gives the same features."""
+    import timm
+
+    from selfsup.app.exports import timm_spec
+    from selfsup.backbones import backbone_from_config
+    from selfsup.config import load_config
+
+    cfg = load_config("dinov2-vits14-imagenet", ["backbone.depth=2", "backbone.img_size=28", *extra])
+    arch, args = timm_spec(cfg)
+    assert arch == "vit_small_patch14_dinov2"
+    ours = backbone_from_config(cfg.backbone).eval()
+    plain = timm.create_model(arch, pretrained=False, num_classes=0, **args).eval()
+    plain.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), ours(x))

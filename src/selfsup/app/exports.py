@@ -67,8 +67,10 @@ def timm_spec(cfg: Config) -> tuple[str, dict[str, Any]]:
         args: dict[str, Any] = {"img_size": b.img_size, "dynamic_img_size": True}
         if b.num_heads:
             args["num_heads"] = b.num_heads
+        if b.depth:
+            args["depth"] = b.depth
         if b.layer_scale or TIMM_VITS[b.name].endswith("dinov2"):  # the dinov2 architectures have LayerScale
-            args["init_values"] = b.layer_scale or None
+            args["init_values"] = b.layer_scale  # 0.0 turns it off (timm drops None arguments)
         if b.reg_tokens:
             args.update(reg_tokens=b.reg_tokens, no_embed_class=True)
         return TIMM_VITS[b.name], args
