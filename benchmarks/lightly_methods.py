@@ -385,7 +385,25 @@ class LightlySwAV(LightlyMethod):
         return StepOutput(loss.squeeze(), {"z_std": embedding_std(feats[0])})
 
 
-class LightlyDINO(LightlyMethod):
+class _LightlyDistillation(LightlyMethod):
+    """DINO, iBOT and DINOv2 alike: the teacher backbone is evaluated, its EMA (cosine momentum schedule) covers
+    the backbone and ``_heads()`` (the student head and its teacher)."""
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.teacher_backbone
+
+    def _heads(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.student_head, self.teacher_head)]
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.backbone, self.teacher_backbone), *self._heads()]
+
+    def ema_momentum(self, progress: Progress) -> float:
+        return cosine_momentum(self.cfg.momentum, self.cfg.momentum_end, progress)
+
+
+class LightlyDINO(_LightlyDistillation):
     """examples/pytorch/dino.py: ``DINOProjectionHead`` (student and teacher), teacher on the global
     crops, student on every crop, ``DINOLoss(..., epoch=)`` with the preset's temperature schedule
     and center momentum, ``cancel_last_layer_gradients`` for the first epochs; the teacher backbone
@@ -424,16 +442,6 @@ class LightlyDINO(LightlyMethod):
             center_momentum=cfg.center_momentum,
         )
         self._epoch = 0
-
-    @property
-    def encoder(self) -> nn.Module:
-        return self.teacher_backbone
-
-    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.backbone, self.teacher_backbone), (self.student_head, self.teacher_head)]
-
-    def ema_momentum(self, progress: Progress) -> float:
-        return cosine_momentum(self.cfg.momentum, self.cfg.momentum_end, progress)
 
     def on_step(self, progress: Progress) -> None:
         self._epoch = int(progress.epoch)
@@ -500,7 +508,7 @@ def _patch_loss(
         return criterion(teacher.float(), student.float(), masks.view(-1, *grid), teacher_temp=teacher_temp)
 
 
-class LightlyIBOT(LightlyMethod):
+class LightlyIBOT(_LightlyDistillation):
     """examples/pytorch/ibot.py and benchmarks/imagenet/vitb16/ibot.py: one ``DINOProjectionHead`` for the [CLS]
     and the masked patch tokens (the student's, and the teacher's EMA copy), the teacher on the unmasked global
     crops, the student on the masked global crops (all tokens) and the local crops ([CLS] only),
@@ -553,16 +561,6 @@ class LightlyIBOT(LightlyMethod):
         self._patch_temp = patch_temperature(0, cfg)
         self._rng = step_rng(0, 0, 0)
 
-    @property
-    def encoder(self) -> nn.Module:
-        return self.teacher_backbone
-
-    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.backbone, self.teacher_backbone), (self.student_head, self.teacher_head)]
-
-    def ema_momentum(self, progress: Progress) -> float:
-        return cosine_momentum(self.cfg.momentum, self.cfg.momentum_end, progress)
-
     def on_step(self, progress: Progress) -> None:
         self._epoch = int(progress.epoch)
         self._patch_temp = patch_temperature(self._epoch, self.cfg)
@@ -613,7 +611,7 @@ class LightlyIBOT(LightlyMethod):
         return StepOutput(loss, logs)
 
 
-class LightlyDINOv2(LightlyMethod):
+class LightlyDINOv2(_LightlyDistillation):
     """examples/pytorch/dinov2.py and benchmarks/imagenet/vitb16/dinov2.py: ``DINOv2ProjectionHead`` for the
     [CLS] and the masked patch tokens (``ibot_separate_head``: a second one, of ``ibot_out_dim`` outputs, for the
     patches), the teacher's EMA copies, the teacher on the unmasked global crops, the student on the masked
@@ -668,16 +666,6 @@ class LightlyDINOv2(LightlyMethod):
         if self.cfg.ibot_separate_head:
             heads.append((self.student_ibot_head, self.teacher_ibot_head))
         return heads
-
-    @property
-    def encoder(self) -> nn.Module:
-        return self.teacher_backbone
-
-    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.backbone, self.teacher_backbone), *self._heads()]
-
-    def ema_momentum(self, progress: Progress) -> float:
-        return cosine_momentum(self.cfg.momentum, self.cfg.momentum_end, progress)
 
     def param_groups(self) -> list[dict[str, Any]]:
         return layer_decay_groups(
