@@ -94,6 +94,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -385,6 +386,28 @@ class LightlySwAV(LightlyMethod):
         return StepOutput(loss.squeeze(), {"z_std": embedding_std(feats[0])})
 
 
+def _dino_projection_head(in_dim: int, cfg) -> Callable[[], DINOProjectionHead]:
+    """A maker of lightly's ``DINOProjectionHead`` with the config's sizes and last-layer settings (whole
+    epochs of freezing only, as lightly counts them)."""
+    freeze = math.ceil(cfg.freeze_last_layer_epochs)
+    _require(freeze == cfg.freeze_last_layer_epochs, "freezing the last layer for a fraction of an epoch")
+
+    def head() -> DINOProjectionHead:
+        with warnings.catch_warnings():  # torch.nn.utils.weight_norm is deprecated (lightly still uses it)
+            warnings.simplefilter("ignore", FutureWarning)
+            return DINOProjectionHead(
+                in_dim,
+                cfg.hidden_dim,
+                cfg.bottleneck_dim,
+                cfg.out_dim,
+                batch_norm=cfg.use_bn,
+                freeze_last_layer=freeze,
+                norm_last_layer=cfg.norm_last_layer,
+            )
+
+    return head
+
+
 class _LightlyDistillation(LightlyMethod):
     """DINO, iBOT and DINOv2 alike: the teacher backbone is evaluated, its EMA (cosine momentum schedule) covers
     the backbone and ``_heads()`` (the student head and its teacher)."""
@@ -412,21 +435,7 @@ class LightlyDINO(_LightlyDistillation):
     def __init__(self, backbone: nn.Module, cfg) -> None:
         super().__init__(backbone, cfg)
         _require(cfg.head_layers == 3, f"a {cfg.head_layers}-layer DINO head (DINOProjectionHead has 3)")
-        freeze = math.ceil(cfg.freeze_last_layer_epochs)
-        _require(freeze == cfg.freeze_last_layer_epochs, "freezing the last layer for a fraction of an epoch")
-
-        def head() -> DINOProjectionHead:
-            with warnings.catch_warnings():  # torch.nn.utils.weight_norm is deprecated (lightly still uses it)
-                warnings.simplefilter("ignore", FutureWarning)
-                return DINOProjectionHead(
-                    backbone.num_features,
-                    cfg.hidden_dim,
-                    cfg.bottleneck_dim,
-                    cfg.out_dim,
-                    batch_norm=cfg.use_bn,
-                    freeze_last_layer=freeze,
-                    norm_last_layer=cfg.norm_last_layer,
-                )
+        head = _dino_projection_head(backbone.num_features, cfg)
 
         self.student_head = head()
         self.teacher_backbone = _momentum_copy(self.backbone)
@@ -525,19 +534,7 @@ class LightlyIBOT(_LightlyDistillation):
         super().__init__(backbone, cfg)
         _require(cfg.head_layers == 3, f"a {cfg.head_layers}-layer iBOT head (DINOProjectionHead has 3)")
         _require(cfg.shared_head, "iBOT's separate patch output layer (shared_head=false): lightly has no iBOT head")
-        freeze = math.ceil(cfg.freeze_last_layer_epochs)
-        _require(freeze == cfg.freeze_last_layer_epochs, "freezing the last layer for a fraction of an epoch")
-
-        def head() -> DINOProjectionHead:
-            return DINOProjectionHead(
-                backbone.num_features,
-                cfg.hidden_dim,
-                cfg.bottleneck_dim,
-                cfg.out_dim,
-                batch_norm=cfg.use_bn,
-                freeze_last_layer=freeze,
-                norm_last_layer=cfg.norm_last_layer,
-            )
+        head = _dino_projection_head(backbone.num_features, cfg)
 
         self.student_head = _weight_normed(head)
         self.teacher_backbone = _teacher_vit(self.backbone)
