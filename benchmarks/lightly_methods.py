@@ -149,9 +149,10 @@ from selfsup.methods.base import (
     layer_decay_groups,
     split_decay_groups,
 )
-from selfsup.methods.ibot import patch_temperature
+from selfsup.methods.dinov2 import DINOv2
+from selfsup.methods.ibot import IBOT, patch_temperature
 from selfsup.methods.stats import embedding_std
-from selfsup.nn.masking import BlockMasking, batch_block_masks, ibot_masks, step_rng
+from selfsup.nn.masking import BlockMasking, step_rng
 from selfsup.nn.multicrop import multicrop_forward
 
 
@@ -566,13 +567,7 @@ class LightlyIBOT(_LightlyDistillation):
     def after_backward(self, progress: Progress) -> None:
         self.student_head.cancel_last_layer_gradients(current_epoch=int(progress.epoch))
 
-    def draw_masks(self, batch: int, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """selfsup's iBOT masks: ``(batch, h * w)`` for one global crop of each image (none before
-        ``pred_start_epoch``)."""
-        c = self.cfg
-        if self._epoch < c.pred_start_epoch:
-            return torch.zeros(batch, grid[0] * grid[1], dtype=torch.bool, device=device)
-        return ibot_masks(batch, grid, self._rng, c.pred_ratio, c.pred_ratio_var, c.pred_shape).to(device)
+    draw_masks = IBOT.draw_masks  # selfsup's masks (cfg, _epoch, _rng): the same draws by construction
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         c, g = self.cfg, self.cfg.num_global_views
@@ -688,12 +683,7 @@ class LightlyDINOv2(_LightlyDistillation):
                 for p in student.last_layer.parameters():
                     p.grad = None
 
-    def draw_masks(self, batch: int, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """selfsup's DINOv2 masks: ``(batch, h * w)`` for the ``batch`` global crops."""
-        if grid not in self._maskers:
-            self._maskers[grid] = BlockMasking(grid, max_num_patches=0.5 * grid[0] * grid[1])
-        lo, hi = self.cfg.mask_ratio_min_max
-        return batch_block_masks(batch, self._maskers[grid], self._rng, (lo, hi), self.cfg.mask_probability).to(device)
+    draw_masks = DINOv2.draw_masks  # selfsup's masks (cfg, _maskers, _rng): the same draws by construction
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
         c, g = self.cfg, self.cfg.num_global_views

@@ -130,8 +130,8 @@ class IBOT(MaskedDINO):
             t_tokens = self.teacher_backbone.forward_features(glob)
             teacher = self.teacher_head(t_tokens[:, 0])
             teacher_patch = self.teacher_head.patches(t_tokens[:, prefix:]).flatten(0, 1)  # (g * n * N, K)
-            probs = F.softmax((teacher_patch.float() - self.center2) / self._patch_temp, dim=-1)
-            probs = probs.view(g * n, -1, probs.shape[-1])[masks]
+            masked = teacher_patch.view(g * n, -1, teacher_patch.shape[-1])[masks]  # the targets: masked only
+            probs = F.softmax((masked.float() - self.center2) / self._patch_temp, dim=-1)
         cls_loss = dino_loss(
             list(student.split(n)), list(teacher.split(n)), self.center, self._teacher_temp, c.student_temp
         )
