@@ -14,12 +14,17 @@ a file against ImageNet's 110 KB, so JPEG decoding is somewhat cheaper here than
 
 The paths (``data.*`` settings; the same ``--workers`` DataLoader workers for all of them):
 
-- ``pil``: ``augment=pil``, every view made per image by Pillow and torchvision in the workers;
-- ``folder-batched``: ``augment=batched``, no cache: each view's crop cut per image in the workers
-  against the whole image, the rest of the view done in batches (``BatchedViews(crop=False)``);
-- ``shards``: the same folder as tar shards (``source=shards``, ``augment=batched``), JPEGs decoded
-  by ``torchvision.io.decode_jpeg`` in the workers; the batched part on the CPU;
-- ``shards-cuda`` (CUDA machines only): the shard path with the batched part on the GPU.
+- ``pil``: ``augment=pil``, every view made per image by Pillow and torchvision in the workers
+  (what lightly and solo-learn do without DALI);
+- ``opencv``: ``augment=opencv``, every view made per image in the workers with OpenCV's kernels
+  from the same random parameters (:mod:`selfsup.data.opencv_views`);
+- ``shards``: the same folder as tar shards (``source=shards``), as shipped (``augment=auto``: on
+  the CPU the ``opencv`` path, reading each sample by one seek in its shard);
+- ``folder-batched``: ``augment=batched`` on the CPU, no cache: each view's crop cut per image in
+  the workers against the whole image, the rest of the view done in batches in the main process
+  (``BatchedViews(crop=False)``): what ``auto`` does on a GPU, here for comparison;
+- ``shards-cuda`` (CUDA machines only): the shard path as shipped on a GPU (``auto``: batched
+  there).
 
 Per method (SimCLR's 2 x 224 views from ``simclr-imagenet``, DINO's 2 x 224 + 8 x 96 from
 ``dino-vits16-imagenet``) and path, two numbers:
@@ -57,9 +62,10 @@ PRESETS = {"simclr": "simclr-imagenet", "dino": "dino-vits16-imagenet"}
 #: path -> (what it reads, data.augment, training device)
 PATHS = {
     "pil": ("images", "pil", "cpu"),
+    "opencv": ("images", "opencv", "cpu"),
+    "shards": ("shards", "auto", "cpu"),
     "folder-batched": ("images", "batched", "cpu"),
-    "shards": ("shards", "batched", "cpu"),
-    "shards-cuda": ("shards", "batched", "cuda"),
+    "shards-cuda": ("shards", "auto", "cuda"),
 }
 SMOKE = {
     "images": 64,

@@ -404,7 +404,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (lightly; selfsup's pil path)")
-    p.add_argument("--augment", choices=["batched", "pil"], default="batched", help="selfsup's augmentation path")
+    p.add_argument(
+        "--augment", choices=["batched", "opencv", "pil"], default="batched", help="selfsup's augmentation path"
+    )
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="selfsup's train.precision")
     p.add_argument("--variants", default="selfsup,model_only,lightly")
     p.add_argument("--variant", help=argparse.SUPPRESS)

@@ -82,24 +82,25 @@ def test_batched_dataset_uses_the_cache_and_skips_unreadable(tmp_path, monkeypat
 
 
 def test_auto_augmentation_picks_the_batched_path_when_it_can(tmp_path, monkeypatch):
-    """``data.augment: auto``: in-memory sources and decoded folders of one size give raw images cropped
-    on the device; folders of several sizes give per-image crops of the whole image (torchvision's
-    RandomResizedCrop, seeded per sample) with the rest batched; a folder too large for the cache is read
-    from its files, with nothing written."""
+    """``data.augment: auto`` for a GPU: in-memory sources and decoded folders of one size give raw
+    images cropped on the device; folders of several sizes give per-image crops of the whole image
+    (torchvision's RandomResizedCrop, seeded per sample) with the rest batched; a folder too large for
+    the cache is read from its files, with nothing written. For the CPU: OpenCV's views, per image."""
     import selfsup.data.cache as cache
 
     monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
     views = [ViewSpec(count=2, size=8)]
-    assert pretrain_dataset(DataConfig(source="digits", views=views)).raw  # in memory
+    assert pretrain_dataset(DataConfig(source="digits", views=views), "cuda").raw  # in memory
+    assert pretrain_dataset(DataConfig(source="digits", views=views), "cpu").views is not None
     _tree(tmp_path / "same")
-    ds = pretrain_dataset(DataConfig(path=str(tmp_path / "same"), views=views))
+    ds = pretrain_dataset(DataConfig(path=str(tmp_path / "same"), views=views), "cuda")
     assert ds.raw and ds.batch_augment.crop and isinstance(ds.source.images, np.memmap)
     first = FileSource.scan(tmp_path / "same", True).load_array(0)
     assert np.array_equal(ds[(0, 0)][0][0].permute(1, 2, 0).numpy(), first)
 
     _tree(tmp_path / "mixed")
     Image.new("RGB", (30, 20), (10, 20, 30)).save(tmp_path / "mixed" / "b" / "big.png")
-    ds = pretrain_dataset(DataConfig(path=str(tmp_path / "mixed"), views=views))
+    ds = pretrain_dataset(DataConfig(path=str(tmp_path / "mixed"), views=views), "cuda")
     assert isinstance(ds.source, RaggedSource) and not ds.raw and not ds.batch_augment.crop
     crops, _, _ = ds[(3, 12345)]
     torch.manual_seed(12345)
@@ -112,6 +113,8 @@ def test_auto_augmentation_picks_the_batched_path_when_it_can(tmp_path, monkeypa
     monkeypatch.setattr(cache, "CACHE_SHARE", 1e-12)  # nothing fits: files, and nothing written
     _tree(tmp_path / "large")
     before = sorted((tmp_path / "cache" / "decoded").iterdir())
-    ds = pretrain_dataset(DataConfig(path=str(tmp_path / "large"), views=views))
+    ds = pretrain_dataset(DataConfig(path=str(tmp_path / "large"), views=views), "cuda")
     assert isinstance(ds.source, FileSource) and not ds.batch_augment.crop
+    cpu = pretrain_dataset(DataConfig(path=str(tmp_path / "large"), views=views), "cpu")
+    assert isinstance(cpu.source, FileSource) and cpu.views is not None and cpu.batch_augment is None
     assert sorted((tmp_path / "cache" / "decoded").iterdir()) == before

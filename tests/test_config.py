@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from selfsup.config import ConfigError, dump_config, list_presets, load_config
 
@@ -97,8 +98,11 @@ def test_normalization_is_the_datasets_and_old_records_read_as_such(tmp_path):
 
     cfg = load_config("simclr-cifar10", ["data.source=digits", "data.mean=[0.2, 0.3, 0.4]", "data.std=[0.5, 0.5, 0.5]"])
     assert cfg.data.mean == (0.2, 0.3, 0.4)
-    batched = pretrain_dataset(cfg.data).batch_augment  # digits are in memory: batched views
+    batched = pretrain_dataset(cfg.data, "cuda").batch_augment  # digits are in memory: batched views
     assert batched.mean == (0.2, 0.3, 0.4) and batched.std == (0.5, 0.5, 0.5)
+    fast = pretrain_dataset(cfg.data, "cpu").views  # the CPU's OpenCV views: x / 255 * scale + bias
+    assert torch.allclose(fast.scale.flatten() * 255, 1 / torch.tensor([0.5, 0.5, 0.5]))
+    assert torch.allclose(fast.bias.flatten(), -torch.tensor([0.2, 0.3, 0.4]) / 0.5)
     cfg.data.augment = "pil"
     view = pretrain_dataset(cfg.data).transforms[0].transforms[-1]  # torchvision's Normalize, last
     assert list(view.mean) == [0.2, 0.3, 0.4] and list(view.std) == [0.5, 0.5, 0.5]

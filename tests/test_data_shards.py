@@ -275,13 +275,15 @@ def test_real_cifar10_jpegs(cifar_dir, tmp_path):
     _assert_same_pixels(shards, files)
 
 
-def test_pretraining_from_shards_resumes_bit_exactly_and_equals_the_folder_run(tmp_path):
-    """Pretraining reads shards through the default (auto) path: each view's crop cut per image against
-    the whole image in the workers, the rest batched. A run stopped mid-epoch and resumed equals the
+@pytest.mark.parametrize("augment", ["auto", "batched"])
+def test_pretraining_from_shards_resumes_bit_exactly_and_equals_the_folder_run(tmp_path, augment):
+    """Pretraining reads shards through the CPU's default path (auto: every view made per image by
+    OpenCV in the workers) and through the GPU's (batched: each view's crop cut per image against the
+    whole image in the workers, the rest batched), here on the CPU. A run stopped mid-epoch and resumed equals the
     straight run to the last bit, and both equal the same run on the unpacked folder read from its files."""
     import selfsup.data.cache as cache
     from selfsup.app.runs import build_from_config
-    from selfsup.data import pretrain_dataset
+    from selfsup.data import OpenCVViews, pretrain_dataset
     from selfsup.train.checkpoint import load_checkpoint
     from selfsup.train.loop import fit
 
@@ -295,7 +297,8 @@ def test_pretraining_from_shards_resumes_bit_exactly_and_equals_the_folder_run(t
             tmp_path / "tree" / f"c{i % 2}" / f"{i}.jpg"
         )
     write_shards(tmp_path / "tree", tmp_path / "shards", shard_size=6, workers=1, progress=False)
-    cfg = tiny_config("simclr", extra=["train.epochs=2", "train.batch_size=8", f"data.path={tmp_path / 'shards'}"])
+    extra = ["train.epochs=2", "train.batch_size=8", f"data.path={tmp_path / 'shards'}", f"data.augment={augment}"]
+    cfg = tiny_config("simclr", extra=extra)
 
     def run(path, out, **kw):
         cfg.data.path = str(path)
@@ -304,7 +307,11 @@ def test_pretraining_from_shards_resumes_bit_exactly_and_equals_the_folder_run(t
         return ds, load_checkpoint(out / "checkpoints" / "last.pt")["model"]
 
     ds, straight = run(tmp_path / "shards", tmp_path / "a")
-    assert isinstance(ds.source, ShardSource) and not ds.raw and not ds.batch_augment.crop
+    assert isinstance(ds.source, ShardSource) and not ds.raw
+    if augment == "auto":
+        assert isinstance(ds.views, OpenCVViews) and ds.batch_augment is None
+    else:
+        assert ds.views is None and not ds.batch_augment.crop
     run(tmp_path / "shards", tmp_path / "b", max_steps=3)  # 2 steps an epoch: stopped mid-epoch 2
     _, resumed = run(tmp_path / "shards", tmp_path / "b", resume=True)
     cache.CACHE_SHARE, share = 0.0, cache.CACHE_SHARE  # the folder read from its files, not decoded once

@@ -13,7 +13,7 @@ from selfsup.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "data_throughput.py"
-PATHS = ["pil", "folder-batched", "shards"]
+PATHS = ["pil", "opencv", "shards", "folder-batched"]
 
 pytestmark = pytest.mark.slow
 

@@ -72,8 +72,8 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, max_steps: 
         check_resume_config(saved["config"], cfg)
     elif not resume and ckpt.exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    dist.setup_device(cfg.train.device)
-    dataset = pretrain_dataset(cfg.data)
+    device = dist.setup_device(cfg.train.device)
+    dataset = pretrain_dataset(cfg.data, device)
     dataset.check_readable()
     # a resumed run's weights come from its checkpoint; its start is recorded there
     method, start = (build_from_config(cfg), saved.get("start")) if resuming else build_for_training(cfg)

@@ -3,27 +3,49 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ..config import DataConfig
+from ..dist import resolve_device
 from .batched import BatchedViews
 from .dataset import EpochSampler, ViewDataset, collate, sample_seed
+from .opencv_views import OpenCVViews
+from .opencv_views import available as opencv_available
 from .shards import ShardSource, write_shards
 from .sources import ArraySource, DataError, FileSource, ImageSource, build_source, digits_source, subset_indices
 from .views import crop_transform, eval_transform, expand_views, view_transform
 
 
-def pretrain_dataset(cfg: DataConfig) -> ViewDataset:
+def resolve_augment(augment: str, device: torch.device | str | None = None) -> str:
+    """``auto``: ``batched`` when training on a GPU, ``opencv`` on the CPU (``pil`` if OpenCV cannot
+    be imported); any other value as given. ``device`` None: the one ``train.device: auto`` picks."""
+    if augment == "opencv" and not opencv_available():
+        raise DataError("data.augment: opencv needs OpenCV (pip install opencv-python-headless)")
+    if augment != "auto":
+        return augment
+    device = resolve_device("auto") if device is None else torch.device(device)
+    if device.type != "cpu":
+        return "batched"
+    return "opencv" if opencv_available() else "pil"
+
+
+def pretrain_dataset(cfg: DataConfig, device: torch.device | str | None = None) -> ViewDataset:
     """The multi-view dataset a pretraining run draws from (``cfg.limit`` applied), on the fastest
     path the data allow (``cfg.augment``):
 
     - ``pil``: each view augmented per image in the DataLoader workers (Pillow);
+    - ``opencv``: every view of an image made per image in the workers with OpenCV's uint8 kernels,
+      from the parameters the Pillow path draws, JPEGs decoded at a reduced scale where the crops
+      allow (:mod:`~selfsup.data.opencv_views`): the CPU's fast path;
     - batched, images of one size in memory (CIFAR, STL-10, a decoded folder): items are the raw
       uint8 images; crops and the rest of the views are drawn in batches on the training device;
     - batched, images of several sizes (files, shards, a decoded folder): each view's crop is cut per
       image in the workers, against the whole image, and the rest is done in batches on the device.
 
-    ``auto`` decodes a folder once (``cache``) when it fits :data:`~selfsup.data.cache.CACHE_SHARE`
-    of memory and disk. ``dataset.batch_augment`` is what the training loop applies to its batches.
+    ``auto`` is ``batched`` on a GPU and ``opencv`` on the CPU (:func:`resolve_augment` for the
+    training ``device``), and decodes a folder once (``cache``) when it fits
+    :data:`~selfsup.data.cache.CACHE_SHARE` of memory and disk. ``dataset.batch_augment`` is what the
+    training loop applies to its batches.
     """
     source = build_source(cfg)
     idx = subset_indices(len(source), cfg.limit, cfg.limit_seed)
@@ -37,8 +59,11 @@ def pretrain_dataset(cfg: DataConfig) -> ViewDataset:
             source = decoded(source, cfg.cache_size)
             idx = np.setdiff1d(idx, np.asarray(sorted(source.unreadable), dtype=int))
     views = expand_views(cfg.views)
-    if cfg.augment == "pil":
+    augment = resolve_augment(cfg.augment, device)
+    if augment == "pil":
         dataset = ViewDataset(source, [view_transform(s, cfg.mean, cfg.std) for s in views], idx)
+    elif augment == "opencv":
+        dataset = ViewDataset(source, [], idx, views=OpenCVViews(views, cfg.mean, cfg.std, reduce=cfg.reduce_decode))
     elif isinstance(source, ArraySource):  # one size, in memory: raw images, cropped on the device
         dataset = ViewDataset(source, [], idx)
         dataset.batch_augment = BatchedViews(cfg.views, cfg.mean, cfg.std)
@@ -61,6 +86,7 @@ __all__ = [
     "DataError",
     "EpochSampler",
     "ImageSource",
+    "OpenCVViews",
     "ViewDataset",
     "build_source",
     "collate",
@@ -69,6 +95,7 @@ __all__ = [
     "eval_transform",
     "expand_views",
     "pretrain_dataset",
+    "resolve_augment",
     "crop_transform",
     "ShardSource",
     "write_shards",

@@ -35,13 +35,25 @@ class ViewDataset(Dataset):
     Indexed by ``(index, seed)`` pairs from :class:`EpochSampler`, or by a plain int (seed 0).
     With no transforms, the one "view" is the decoded image as a ``(3, H, W)`` uint8 tensor, for
     augmentation on the training device (:class:`~selfsup.data.batched.BatchedViews`).
+    ``views`` instead of ``transforms``: one callable making every view of a sample from its lazily
+    opened image (``source.open``: header read, not decoded), so that it decides how to decode
+    (:class:`~selfsup.data.opencv_views.OpenCVViews`).
     """
 
-    def __init__(self, source: ImageSource, transforms: list[Callable], indices: np.ndarray | None = None):
+    def __init__(
+        self,
+        source: ImageSource,
+        transforms: list[Callable],
+        indices: np.ndarray | None = None,
+        views: Callable | None = None,
+    ):
+        if views is not None and transforms:
+            raise ValueError("give per-view transforms or one views callable, not both")
         self.source = source
         self.transforms = transforms
+        self.views = views
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices)
-        self.raw = not transforms
+        self.raw = not transforms and views is None
         self.batch_augment: Callable | None = None  # set for raw datasets: the on-device augmentation
         self.resident = False  # raw and in memory: batches indexed on the device (ResidentBatches)
 
@@ -52,14 +64,16 @@ class ViewDataset(Dataset):
     def labels(self) -> np.ndarray:
         return self.source.labels[self.indices]
 
-    def _load(self, i: int):
-        """Image ``i`` or, if unreadable, the next readable one; returns (image, position, skipped)."""
+    def _load(self, i: int, make: Callable | None = None):
+        """Image ``i`` or, if unreadable, the next readable one; returns (image, position, skipped).
+        ``make(k)``, if given, replaces loading sample ``k`` (its failures count as unreadable too)."""
         skipped = []
+        make = make or (self.source.load_array if self.raw else self.source.load)
         for step in range(len(self)):
             j = (i + step) % len(self)
             try:
                 k = int(self.indices[j])
-                return (self.source.load_array(k) if self.raw else self.source.load(k)), j, skipped
+                return make(k), j, skipped
             except Exception as e:  # noqa: BLE001 - any decoder error means "unreadable"
                 skipped.append(f"{self.source.name(int(self.indices[j]))} ({type(e).__name__}: {e})")
         raise DataError(f"none of the {len(self)} images could be read; first: {skipped[0]}")
@@ -70,11 +84,21 @@ class ViewDataset(Dataset):
 
     def __getitem__(self, item):
         i, seed = item if isinstance(item, tuple) else (item, 0)
+        if self.views is not None:
+            with torch.random.fork_rng(devices=[]):
+
+                def make(k: int) -> list[torch.Tensor]:
+                    torch.default_generator.manual_seed(seed)  # a stand-in draws what the unreadable one would
+                    return self.views(self.source.open(k))
+
+                views, j, skipped = self._load(i, make)
+            return views, int(self.source.labels[self.indices[j]]), skipped
         img, j, skipped = self._load(i)
         if self.raw:
             return [torch.from_numpy(np.array(img)).permute(2, 0, 1)], int(self.source.labels[self.indices[j]]), skipped
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # the CPU generator alone: torch.manual_seed also queues CUDA/XPU seeding, ~1 ms a call
+            torch.default_generator.manual_seed(seed)
             views = [t(img) for t in self.transforms]
         return views, int(self.source.labels[self.indices[j]]), skipped
 

@@ -236,5 +236,8 @@ class ShardSource(ImageSource):
     def load(self, i: int) -> Image.Image:
         return Image.fromarray(self.load_array(i))
 
+    def open(self, i: int) -> Image.Image:
+        return Image.open(io.BytesIO(self.read(i)))
+
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_handles": OrderedDict()}

@@ -45,6 +45,11 @@ class ImageSource:
         """Image ``i`` as a ``(H, W, 3)`` uint8 array."""
         return np.asarray(self.load(i))
 
+    def open(self, i: int) -> Image.Image:
+        """Image ``i`` as Pillow opens a file: its size and format read, its pixels decoded on
+        ``load()`` (in any mode; ``to_rgb`` after). Sources of decoded pixels return them."""
+        return self.load(i)
+
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """RGB from any mode: palette and grayscale expanded, CMYK converted, alpha dropped."""
@@ -69,6 +74,9 @@ class FileSource(ImageSource):
         with Image.open(self.files[i]) as img:
             img.load()
             return img.copy() if img.mode == "RGB" else to_rgb(img)
+
+    def open(self, i: int) -> Image.Image:
+        return Image.open(self.files[i])
 
     def name(self, i: int) -> str:
         return str(self.files[i].relative_to(self.root))
