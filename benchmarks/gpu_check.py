@@ -17,7 +17,9 @@ leaves unused goes to the next one):
    or the error. An item that starts after the phase's deadline is recorded as skipped.
 2. ``throughput`` (until 57%): SimCLR on ResNet-50 at ``--r50-size`` px (``simclr-imagenet``), bf16 and
    channels-last: the full training step (``selfsup.fit``, views from the data path) against the
-   model-only step (forward, backward, optimizer on random tensors already on the device), and the ratio.
+   model-only step (forward, backward, optimizer on random tensors already on the device), and the ratio;
+   then the same full step reading generated ImageNet-size JPEGs from shards as shipped (nvJPEG decode
+   and crops on the device), and its ratio to the model-only step (goal: 0.9).
 3. ``sprint`` (the rest): ``simclr-cifar10-sprint`` on all training images with the epoch count fitted
    to the time left (from a short calibration run's images/s; at most the preset's epochs), through
    ``selfsup.pretrain``, then weighted kNN top-1 (k=200, T=0.1) of the exported encoder with the
@@ -200,7 +202,7 @@ def run_item(name: str, preset: str, overrides: list[str], args, device, work: P
         targets = [p for _, target in method.ema_pairs() for p in target.parameters()]
         ema_before = [p.detach().clone() for p in targets]
         queues = {n: b.detach().clone() for n, b in method.named_buffers() if _is_queue(n, b)}
-        dataset = selfsup.pretrain_dataset(cfg.data)
+        dataset = selfsup.pretrain_dataset(cfg.data, device)
         dataset.check_readable()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -384,7 +386,44 @@ def throughput(args, data: dict, device, work: Path) -> dict:
     a, b = out.get("full_step_images_per_s"), out.get("model_only_images_per_s")
     out["ratio"] = round(a / b, 3) if a and b else None
     out["ok"] = bool(full["ok"] and out["ratio"] is not None)
+    out["shards"] = shards_full_step(args, overrides, device, work, b)
     return out
+
+
+def shards_full_step(args, overrides: list[str], device, work: Path, model_only: float | None) -> dict:
+    """The same full step reading ImageNet-size JPEGs from shards, as shipped (on CUDA: the workers
+    read the bytes, the JPEGs are decoded in batches by nvJPEG and cropped on the device)."""
+    from data_throughput import make_images  # benchmarks/data_throughput.py, next to this file
+
+    n, size = (64, "160x120") if args.smoke else (10 * args.r50_batch, "500x375")
+    t0 = time.perf_counter()
+    try:
+        images = make_images(work / "jpegs", n, size)
+    except Exception as e:  # noqa: BLE001
+        return {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}
+    made_s = round(time.perf_counter() - t0, 1)
+    keep = ("data.path=", "data.limit=", "data.cache=", "data.num_workers=", "train.epochs=")
+    workers = 0 if args.smoke else min(8, os.cpu_count() or 1)
+    epochs = math.ceil(args.steps / max(1, n // args.r50_batch))
+    shard_overrides = [o for o in overrides if not o.startswith(keep)] + [
+        f"data.path={images['shards']}",
+        "data.cache=false",
+        f"data.num_workers={workers}",
+        f"train.epochs={epochs}",
+    ]
+    rec = run_item(f"{R50}-full-step-shards", R50, shard_overrides, args, device, work, args.compile_backend)
+    ips = rec.get("images_per_s")
+    return {
+        "images": n,
+        "image_size": size,
+        "make_and_pack_s": made_s,
+        "num_workers": workers,
+        "full_step": rec,
+        "full_step_images_per_s": ips,
+        "ratio": round(ips / model_only, 3) if ips and model_only else None,
+        "goal_ratio": 0.9,
+        "ok": bool(rec["ok"]),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -525,6 +564,15 @@ def summary(report: dict) -> list[str]:
             f"{_fmt(t.get('model_only_images_per_s'), '.1f')} img/s, ratio {_fmt(t['ratio'], '.3f')}"
             + (f" ({err[:120]})" if err else "")
         )
+        sh = t.get("shards") or {}
+        if sh:
+            err = sh.get("error") or (sh.get("full_step") or {}).get("error")
+            lines.append(
+                f"throughput from shards ({sh.get('images')} JPEGs of {sh.get('image_size')}, "
+                f"{sh.get('num_workers')} workers): full step {_fmt(sh.get('full_step_images_per_s'), '.1f')} img/s, "
+                f"ratio to model-only {_fmt(sh.get('ratio'), '.3f')} (goal {sh.get('goal_ratio')})"
+                + (f" ({err[:120]})" if err else "")
+            )
     s = report.get("sprint")
     if s:
         if "error" in s:

@@ -85,7 +85,8 @@ def test_auto_augmentation_picks_the_batched_path_when_it_can(tmp_path, monkeypa
     """``data.augment: auto`` for a GPU: in-memory sources and decoded folders of one size give raw
     images cropped on the device; folders of several sizes give per-image crops of the whole image
     (torchvision's RandomResizedCrop, seeded per sample) with the rest batched; a folder too large for
-    the cache is read from its files, with nothing written. For the CPU: OpenCV's views, per image."""
+    the cache is read from its files (decoded on the device, or cropped in the workers with
+    ``decode: workers``), with nothing written. For the CPU: OpenCV's views, per image."""
     import selfsup.data.cache as cache
 
     monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
@@ -114,7 +115,9 @@ def test_auto_augmentation_picks_the_batched_path_when_it_can(tmp_path, monkeypa
     _tree(tmp_path / "large")
     before = sorted((tmp_path / "cache" / "decoded").iterdir())
     ds = pretrain_dataset(DataConfig(path=str(tmp_path / "large"), views=views), "cuda")
-    assert isinstance(ds.source, FileSource) and not ds.batch_augment.crop
+    assert isinstance(ds.source, FileSource) and ds.encoded  # JPEGs sent undecoded, decoded on the GPU
+    workers = pretrain_dataset(DataConfig(path=str(tmp_path / "large"), views=views, decode="workers"), "cuda")
+    assert isinstance(workers.source, FileSource) and not workers.batch_augment.crop
     cpu = pretrain_dataset(DataConfig(path=str(tmp_path / "large"), views=views), "cpu")
     assert isinstance(cpu.source, FileSource) and cpu.views is not None and cpu.batch_augment is None
     assert sorted((tmp_path / "cache" / "decoded").iterdir()) == before

@@ -75,6 +75,11 @@ class DataConfig:
     augment: Literal["auto", "pil", "opencv", "batched"] = "auto"
     #: opencv: decode a JPEG at 1/2, 1/4 or 1/8 scale when every view's crop is that many times its size
     reduce_decode: bool = True
+    #: batched, images of several sizes (files, shards): "device" sends the workers' undecoded JPEGs to
+    #: the training process, which decodes them in batches on the training device (nvJPEG on CUDA) and
+    #: cuts the crops there; "workers" decodes and crops per image in the workers; "auto" (the
+    #: default): "device" when training on CUDA, "workers" otherwise
+    decode: Literal["auto", "workers", "device"] = "auto"
     #: decode every image once, whole, into a uint8 file shared by workers and ranks (memory-mapped);
     #: ``cache_size`` > 0 resizes each image's shorter side to it first (the aspect ratio is kept)
     cache: bool = False

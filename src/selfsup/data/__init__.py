@@ -9,6 +9,7 @@ from ..config import DataConfig
 from ..dist import resolve_device
 from .batched import BatchedViews
 from .dataset import EpochSampler, ViewDataset, collate, sample_seed
+from .device_decode import DeviceDecodedViews
 from .opencv_views import OpenCVViews
 from .opencv_views import available as opencv_available
 from .shards import ShardSource, write_shards
@@ -29,6 +30,18 @@ def resolve_augment(augment: str, device: torch.device | str | None = None) -> s
     return "opencv" if opencv_available() else "pil"
 
 
+def resolve_decode(decode: str, source: ImageSource, device: torch.device | str | None = None) -> str:
+    """Where the batched path decodes images of several sizes: ``auto`` is ``device`` for files and
+    shards when training on CUDA, ``workers`` otherwise."""
+    encoded = isinstance(source, (FileSource, ShardSource))  # undecoded bytes to send
+    if decode == "device" and not encoded:
+        raise DataError(f"data.decode: device needs files or shards, not {type(source).__name__}")
+    if decode != "auto":
+        return decode
+    device = resolve_device("auto") if device is None else torch.device(device)
+    return "device" if device.type == "cuda" and encoded else "workers"
+
+
 def pretrain_dataset(cfg: DataConfig, device: torch.device | str | None = None) -> ViewDataset:
     """The multi-view dataset a pretraining run draws from (``cfg.limit`` applied), on the fastest
     path the data allow (``cfg.augment``):
@@ -40,7 +53,10 @@ def pretrain_dataset(cfg: DataConfig, device: torch.device | str | None = None) 
     - batched, images of one size in memory (CIFAR, STL-10, a decoded folder): items are the raw
       uint8 images; crops and the rest of the views are drawn in batches on the training device;
     - batched, images of several sizes (files, shards, a decoded folder): each view's crop is cut per
-      image in the workers, against the whole image, and the rest is done in batches on the device.
+      image in the workers, against the whole image, and the rest is done in batches on the device;
+      with ``decode: device`` (``auto`` on CUDA, files and shards) the workers send the JPEGs
+      undecoded and the training process decodes them in batches there (nvJPEG), cutting the crops
+      there too (:mod:`~selfsup.data.device_decode`).
 
     ``auto`` is ``batched`` on a GPU and ``opencv`` on the CPU (:func:`resolve_augment` for the
     training ``device``), and decodes a folder once (``cache``) when it fits
@@ -49,7 +65,9 @@ def pretrain_dataset(cfg: DataConfig, device: torch.device | str | None = None) 
     """
     source = build_source(cfg)
     idx = subset_indices(len(source), cfg.limit, cfg.limit_seed)
-    if isinstance(source, FileSource) and (cfg.cache or cfg.augment == "auto"):
+    if cfg.cache and cfg.decode == "device":
+        raise DataError("data.cache=true decodes the images once; data.decode=device decodes them every step")
+    if isinstance(source, FileSource) and (cfg.cache or (cfg.augment == "auto" and cfg.decode != "device")):
         from .cache import decoded, fits_cache
 
         if len(idx) < len(source):  # decode only the subset
@@ -64,9 +82,14 @@ def pretrain_dataset(cfg: DataConfig, device: torch.device | str | None = None) 
         dataset = ViewDataset(source, [view_transform(s, cfg.mean, cfg.std) for s in views], idx)
     elif augment == "opencv":
         dataset = ViewDataset(source, [], idx, views=OpenCVViews(views, cfg.mean, cfg.std, reduce=cfg.reduce_decode))
-    elif isinstance(source, ArraySource):  # one size, in memory: raw images, cropped on the device
+    elif (decode := resolve_decode(cfg.decode, source, device)) == "workers" and isinstance(source, ArraySource):
+        # one size, in memory: raw images, cropped on the device
         dataset = ViewDataset(source, [], idx)
         dataset.batch_augment = BatchedViews(cfg.views, cfg.mean, cfg.std)
+    elif decode == "device":  # undecoded from the workers: decoded, cropped and augmented on the device
+        dataset = ViewDataset(source, [], idx, encoded=True)
+        dev = resolve_device("auto") if device is None else torch.device(device)
+        dataset.batch_augment = DeviceDecodedViews(cfg.views, dev, cfg.mean, cfg.std)
     else:  # several sizes: crops against the whole image per image, the rest in batches
         dataset = ViewDataset(source, [crop_transform(s) for s in views], idx)
         dataset.batch_augment = BatchedViews(cfg.views, cfg.mean, cfg.std, crop=False)
@@ -84,6 +107,7 @@ def eval_dataset(cfg: DataConfig, size: int) -> ViewDataset:
 __all__ = [
     "BatchedViews",
     "DataError",
+    "DeviceDecodedViews",
     "EpochSampler",
     "ImageSource",
     "OpenCVViews",
@@ -95,6 +119,7 @@ __all__ = [
     "eval_transform",
     "expand_views",
     "pretrain_dataset",
+    "resolve_decode",
     "resolve_augment",
     "crop_transform",
     "ShardSource",

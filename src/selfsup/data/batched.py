@@ -47,34 +47,39 @@ def _uniform(lo: float, hi: float, n: int, g: torch.Generator) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
 
 
-def sample_crop_boxes(spec: ViewSpec, n: int, height: int, width: int, g: torch.Generator) -> torch.Tensor:
+def sample_crop_boxes(
+    spec: ViewSpec, n: int, height: int | torch.Tensor, width: int | torch.Tensor, g: torch.Generator
+) -> torch.Tensor:
     """torchvision's RandomResizedCrop.get_params, for ``n`` samples at once: up to 10 tries of a
-    random area fraction and log-uniform aspect ratio; otherwise the centre crop clamped to the ratio."""
-    area = height * width
+    random area fraction and log-uniform aspect ratio; otherwise the centre crop clamped to the ratio.
+    ``height`` and ``width`` are one image size for all, or ``(n,)`` tensors of each image's."""
+    hgt = torch.as_tensor(height, dtype=torch.float64).expand(n)[:, None]
+    wid = torch.as_tensor(width, dtype=torch.float64).expand(n)[:, None]
+    area = hgt * wid
     tries = 10
     target = area * _uniform(spec.scale[0], spec.scale[1], n * tries, g).view(n, tries)
     log_r = _uniform(math.log(spec.ratio[0]), math.log(spec.ratio[1]), n * tries, g).view(n, tries)
     ratio = torch.exp(log_r)
     w = torch.round(torch.sqrt(target * ratio))
     h = torch.round(torch.sqrt(target / ratio))
-    ok = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+    ok = (w > 0) & (h > 0) & (w <= wid) & (h <= hgt)
     u = torch.rand(n, tries, 2, generator=g, dtype=torch.float64)
-    top = torch.floor(u[..., 0] * (height - h + 1))
-    left = torch.floor(u[..., 1] * (width - w + 1))
+    top = torch.floor(u[..., 0] * (hgt - h + 1))
+    left = torch.floor(u[..., 1] * (wid - w + 1))
     first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1))
     # fallback: whole image cropped to the ratio range, centred
-    in_ratio = width / height
-    if in_ratio < min(spec.ratio):
-        fw, fh = width, round(width / min(spec.ratio))
-    elif in_ratio > max(spec.ratio):
-        fh, fw = height, round(height * max(spec.ratio))
-    else:
-        fw, fh = width, height
-    fb = torch.tensor([(height - fh) // 2, (width - fw) // 2, fh, fw], dtype=torch.float64)
+    hgt, wid = hgt[:, 0], wid[:, 0]
+    in_ratio = wid / hgt
+    lo, hi = min(spec.ratio), max(spec.ratio)
+    fw = torch.where(in_ratio > hi, torch.round(hgt * hi), wid)
+    fh = torch.where(in_ratio < lo, torch.round(wid / lo), hgt)
+    fb = torch.stack(
+        [torch.div(hgt - fh, 2, rounding_mode="floor"), torch.div(wid - fw, 2, rounding_mode="floor"), fh, fw], 1
+    )
     idx = first.clamp(min=0)
     pick = lambda t: t.gather(1, idx[:, None]).squeeze(1)  # noqa: E731
     boxes = torch.stack([pick(top), pick(left), pick(h), pick(w)], 1)
-    return torch.where((first >= 0)[:, None], boxes, fb.expand(n, 4)).float()
+    return torch.where((first >= 0)[:, None], boxes, fb).float()
 
 
 def sample_params(spec: ViewSpec, n: int, height: int, width: int, g: torch.Generator) -> ViewParams:

@@ -37,7 +37,8 @@ class ViewDataset(Dataset):
     augmentation on the training device (:class:`~selfsup.data.batched.BatchedViews`).
     ``views`` instead of ``transforms``: one callable making every view of a sample from its lazily
     opened image (``source.open``: header read, not decoded), so that it decides how to decode
-    (:class:`~selfsup.data.opencv_views.OpenCVViews`).
+    (:class:`~selfsup.data.opencv_views.OpenCVViews`). ``encoded``: the one "view" is the sample
+    undecoded (:class:`~selfsup.data.device_decode.Encoded`), for decoding on the training device.
     """
 
     def __init__(
@@ -46,14 +47,16 @@ class ViewDataset(Dataset):
         transforms: list[Callable],
         indices: np.ndarray | None = None,
         views: Callable | None = None,
+        encoded: bool = False,
     ):
-        if views is not None and transforms:
-            raise ValueError("give per-view transforms or one views callable, not both")
+        if sum([bool(transforms), views is not None, encoded]) > 1:
+            raise ValueError("give per-view transforms, one views callable or encoded, not several")
+        self.encoded = encoded
         self.source = source
         self.transforms = transforms
         self.views = views
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices)
-        self.raw = not transforms and views is None
+        self.raw = not transforms and views is None and not encoded
         self.batch_augment: Callable | None = None  # set for raw datasets: the on-device augmentation
         self.resident = False  # raw and in memory: batches indexed on the device (ResidentBatches)
 
@@ -68,6 +71,10 @@ class ViewDataset(Dataset):
         """Image ``i`` or, if unreadable, the next readable one; returns (image, position, skipped).
         ``make(k)``, if given, replaces loading sample ``k`` (its failures count as unreadable too)."""
         skipped = []
+        if make is None and self.encoded:
+            from .device_decode import read_encoded
+
+            make = lambda k: read_encoded(self.source, k)  # noqa: E731
         make = make or (self.source.load_array if self.raw else self.source.load)
         for step in range(len(self)):
             j = (i + step) % len(self)
@@ -94,6 +101,8 @@ class ViewDataset(Dataset):
                 views, j, skipped = self._load(i, make)
             return views, int(self.source.labels[self.indices[j]]), skipped
         img, j, skipped = self._load(i)
+        if self.encoded:
+            return [img], int(self.source.labels[self.indices[j]]), skipped
         if self.raw:
             return [torch.from_numpy(np.array(img)).permute(2, 0, 1)], int(self.source.labels[self.indices[j]]), skipped
         with torch.random.fork_rng(devices=[]):
@@ -104,8 +113,13 @@ class ViewDataset(Dataset):
 
 
 def collate(batch):
+    from .device_decode import Encoded, EncodedBatch
+
     nviews = len(batch[0][0])
-    views = [torch.stack([b[0][v] for b in batch]) for v in range(nviews)]
+    if isinstance(batch[0][0][0], Encoded):
+        views = [EncodedBatch([b[0][0] for b in batch])]
+    else:
+        views = [torch.stack([b[0][v] for b in batch]) for v in range(nviews)]
     labels = torch.tensor([b[1] for b in batch], dtype=torch.long)
     skipped = [s for b in batch for s in b[2]]
     return {"views": views, "labels": labels, "skipped": skipped}

@@ -78,6 +78,10 @@ class FileSource(ImageSource):
     def open(self, i: int) -> Image.Image:
         return Image.open(self.files[i])
 
+    def read(self, i: int) -> bytes:
+        """The file's bytes, undecoded."""
+        return self.files[i].read_bytes()
+
     def name(self, i: int) -> str:
         return str(self.files[i].relative_to(self.root))
 
