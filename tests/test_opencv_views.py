@@ -217,3 +217,27 @@ def test_auto_picks_opencv_on_the_cpu_and_batched_on_a_gpu(tmp_path, monkeypatch
     assert resolve_augment("auto", "cpu") == "pil"
     with pytest.raises(DataError, match="opencv"):
         resolve_augment("opencv", "cpu")
+
+
+def test_untruncated_blur_follows_pillows_where_the_fraction_kernel_is_too_short():
+    """``blur_kernel_frac: 0`` (the presets whose official code blurs with Pillow): 4 sigma either side,
+    within 2 levels of Pillow's GaussianBlur on average; 10% of a 32-px side (3 taps) is far from it."""
+    from PIL import ImageFilter
+
+    from selfsup.data.views import blur_kernel_size
+
+    assert blur_kernel_size(ViewSpec(size=224)) == 23 and blur_kernel_size(ViewSpec(size=96)) == 9
+    assert blur_kernel_size(ViewSpec(size=96, blur_kernel_frac=0.0)) == 17  # 2 * ceil(4 * 2.0) + 1
+    assert blur_kernel_size(ViewSpec(size=96, blur_sigma=(0.1, 1.0), blur_kernel_frac=0.0)) == 9
+    assert blur_kernel_size(ViewSpec(size=8, blur_kernel_frac=0.0)) == 15  # the reflected border's limit
+    full, short = (blur_kernel_size(ViewSpec(size=32, blur_kernel_frac=f)) for f in (0.0, 0.1))
+    for a in images():
+        pil = Image.fromarray(a).filter(ImageFilter.GaussianBlur(2.0))
+        assert levels(ov.gaussian_blur(a, full, 2.0), pil).mean() < 2.0
+        assert (
+            levels(ov.gaussian_blur(a, short, 2.0), pil).mean() > 2 * levels(ov.gaussian_blur(a, full, 2.0), pil).mean()
+        )
+    for name in ("dino-vits16-imagenet", "dino-r50-imagenet", "ibot-vits16-imagenet", "swav-imagenet", "swav-cifar10"):
+        from selfsup.config import load_config
+
+        assert all(v.blur_kernel_frac == 0.0 for v in load_config(name).data.views), name

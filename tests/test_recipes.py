@@ -33,6 +33,10 @@ BYOL_JITTER = {"jitter_p": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation"
 NO_COLOUR = dict(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0, hflip_p=0.5, interpolation="bicubic")
 
 
+#: iBOT's views (DINO's): BYOL's jitter, Pillow's untruncated blur
+IBOT_VIEW = {**BYOL_JITTER, "blur_kernel_frac": 0.0}
+
+
 def views(i: int, **kv: Any) -> dict[str, Any]:
     """``data.views.<i>.<key>`` entries."""
     return {f"data.views.{i}.{k}": v for k, v in kv.items()}
@@ -555,7 +559,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     # ------------------------------------------------------------------ SwAV
     "swav-imagenet": {
-        "source": f"{SWAV} scripts/swav_800ep_pretrain.sh (64 GPUs x --batch_size 64, --nmb_crops 2 6 --size_crops "
+        "source": f"{SWAV} src/multicropdataset.py:64-86 (PILRandomGaussianBlur: Pillow's untruncated blur); "
+        "scripts/swav_800ep_pretrain.sh (64 GPUs x --batch_size 64, --nmb_crops 2 6 --size_crops "
         "224 96 --min_scale_crops 0.14 0.05 --max_scale_crops 1. 0.14, --temperature 0.1 --epsilon 0.05 "
         "--sinkhorn_iterations 3 --feat_dim 128 --nmb_prototypes 3000 --queue_length 0 --epochs 800 --base_lr 4.8 "
         "--final_lr 0.0048 --freeze_prototypes_niters 313 --wd 1e-6 --warmup_epochs 10 --start_warmup 0.3); "
@@ -590,6 +595,7 @@ RECIPES: dict[str, dict[str, Any]] = {
                 scale=(0.14, 1.0),
                 **SIMCLR_JITTER,
                 blur_p=0.5,
+                blur_kernel_frac=0.0,
                 solarize_p=0.0,
                 interpolation="bilinear",
             ),
@@ -600,6 +606,7 @@ RECIPES: dict[str, dict[str, Any]] = {
                 scale=(0.05, 0.14),
                 **SIMCLR_JITTER,
                 blur_p=0.5,
+                blur_kernel_frac=0.0,
                 solarize_p=0.0,
                 interpolation="bilinear",
             ),
@@ -633,7 +640,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "exclude_bias_norm": False,
     },
     "swav-cifar10": {
-        "source": f"{SOLO} scripts/pretrain/cifar/swav.yaml (proj 2048/128, queue_size 3840, num_prototypes 3000, "
+        "source": f"{SOLO} solo/data/pretrain_dataloader.py:77-103 (Pillow's untruncated blur); "
+        "scripts/pretrain/cifar/swav.yaml (proj 2048/128, queue_size 3840, num_prototypes 3000, "
         "epoch_queue_starts 50, freeze_prototypes_epochs 2, temperature 0.1, lars lr 0.6, wd 1e-6, eta 0.02, "
         "clip_lr, batch 256, 1000 epochs), augmentations/symmetric.yaml (2 crops of 32, jitter 0.8/0.8/0.8/0.2 "
         f"p=0.8, grayscale 0.2, blur 0.5), solo/methods/swav.py:102-103 (sk_epsilon 0.05, sk_iters 3); {SOLO_COMMON}",
@@ -670,6 +678,7 @@ RECIPES: dict[str, dict[str, Any]] = {
                 scale=(0.08, 1.0),
                 **SIMCLR_JITTER,
                 blur_p=0.5,
+                blur_kernel_frac=0.0,
                 solarize_p=0.0,
                 interpolation="bicubic",
             ),
@@ -680,6 +689,7 @@ RECIPES: dict[str, dict[str, Any]] = {
                 scale=(0.08, 1.0),
                 **SIMCLR_JITTER,
                 blur_p=0.5,
+                blur_kernel_frac=0.0,
                 solarize_p=0.0,
                 interpolation="bicubic",
             ),
@@ -875,7 +885,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     # ------------------------------------------------------------------ DINO
     "dino-vits16-imagenet": {
-        "source": f"{DINO} main_dino.py defaults (--arch vit_small --patch_size 16 --out_dim 65536 --norm_last_layer "
+        "source": f"{DINO} utils.py:36-55 (GaussianBlur: Pillow's untruncated blur); "
+        "main_dino.py defaults (--arch vit_small --patch_size 16 --out_dim 65536 --norm_last_layer "
         "True --momentum_teacher 0.996 --use_bn_in_head False --warmup_teacher_temp 0.04 --teacher_temp 0.04 "
         "--warmup_teacher_temp_epochs 0 --weight_decay 0.04 --weight_decay_end 0.4 --clip_grad 3.0 "
         "--batch_size_per_gpu 64 --epochs 100 --freeze_last_layer 1 --lr 0.0005 --warmup_epochs 10 --min_lr 1e-6 "
@@ -917,6 +928,7 @@ RECIPES: dict[str, dict[str, Any]] = {
                 scale=(0.4, 1.0),
                 **BYOL_JITTER,
                 blur_p=1.0,
+                blur_kernel_frac=0.0,
                 solarize_p=0.0,
                 interpolation="bicubic",
             ),
@@ -927,6 +939,7 @@ RECIPES: dict[str, dict[str, Any]] = {
                 scale=(0.4, 1.0),
                 **BYOL_JITTER,
                 blur_p=0.1,
+                blur_kernel_frac=0.0,
                 solarize_p=0.2,
                 interpolation="bicubic",
             ),
@@ -937,6 +950,7 @@ RECIPES: dict[str, dict[str, Any]] = {
                 scale=(0.05, 0.4),
                 **BYOL_JITTER,
                 blur_p=0.5,
+                blur_kernel_frac=0.0,
                 solarize_p=0.0,
                 interpolation="bicubic",
             ),
@@ -994,7 +1008,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "exclude_bias_norm": True,
     },
     "dino-r50-imagenet": {
-        "source": "dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/args.txt (a download, not in "
+        "source": f"{DINO} utils.py:36-55 (GaussianBlur: Pillow's untruncated blur); "
+        "dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/args.txt (a download, not in "
         f"{DINO}; unverified here), confirmed as the released run by dino issue #133 (batch 4080 over 80 GPUs)",
         "values": {
             "method.name": "dino",
@@ -1018,9 +1033,9 @@ RECIPES: dict[str, dict[str, Any]] = {
             "optim.clip_grad": 0.0,
             "train.batch_size": 4080,
             "train.epochs": 800,
-            **views(0, count=1, size=224, scale=(0.14, 1.0), blur_p=1.0, solarize_p=0.0),
-            **views(1, count=1, size=224, scale=(0.14, 1.0), blur_p=0.1, solarize_p=0.2),
-            **views(2, count=6, size=96, scale=(0.05, 0.14), blur_p=0.5, solarize_p=0.0),
+            **views(0, count=1, size=224, scale=(0.14, 1.0), blur_p=1.0, blur_kernel_frac=0.0, solarize_p=0.0),
+            **views(1, count=1, size=224, scale=(0.14, 1.0), blur_p=0.1, blur_kernel_frac=0.0, solarize_p=0.2),
+            **views(2, count=6, size=96, scale=(0.05, 0.14), blur_p=0.5, blur_kernel_frac=0.0, solarize_p=0.0),
         },
         "effective_lr": 0.3 * 4080 / 256,
         "exclude_bias_norm": True,
@@ -1631,7 +1646,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     # ------------------------------------------------------------------ iBOT
     "ibot-vits16-imagenet": {
-        "source": f"{IBOT} README.md:62-78 (vit_small, 16 GPUs: --teacher_temp 0.07 --warmup_teacher_temp_epochs 30 "
+        "source": f"{IBOT} utils.py:29-48 (GaussianBlur: Pillow's untruncated blur); "
+        "README.md:62-78 (vit_small, 16 GPUs: --teacher_temp 0.07 --warmup_teacher_temp_epochs 30 "
         "--norm_last_layer false --epochs 800 --batch_size_per_gpu 64 --shared_head true --out_dim 8192 "
         "--local_crops_number 10 --global_crops_scale 0.25 1 --local_crops_scale 0.05 0.25 --pred_ratio 0 0.3 "
         "--pred_ratio_var 0 0.2; 77.9% linear), main_ibot.py:36-150 (the other defaults: momentum 0.996, "
@@ -1669,9 +1685,22 @@ RECIPES: dict[str, dict[str, Any]] = {
             "optim.clip_mode": "per_param",
             "train.batch_size": 1024,
             "train.epochs": 800,
-            **views(0, count=1, size=224, scale=(0.25, 1.0), **BYOL_JITTER, blur_p=1.0, solarize_p=0.0),
-            **views(1, count=1, size=224, scale=(0.25, 1.0), **BYOL_JITTER, blur_p=0.1, solarize_p=0.2),
-            **views(2, count=10, size=96, scale=(0.05, 0.25), **BYOL_JITTER, blur_p=0.5, solarize_p=0.0),
+            **views(
+                0, count=1, size=224, scale=(0.25, 1.0), **BYOL_JITTER, blur_p=1.0, blur_kernel_frac=0.0, solarize_p=0.0
+            ),
+            **views(
+                1, count=1, size=224, scale=(0.25, 1.0), **BYOL_JITTER, blur_p=0.1, blur_kernel_frac=0.0, solarize_p=0.2
+            ),
+            **views(
+                2,
+                count=10,
+                size=96,
+                scale=(0.05, 0.25),
+                **BYOL_JITTER,
+                blur_p=0.5,
+                blur_kernel_frac=0.0,
+                solarize_p=0.0,
+            ),
         },
         "effective_lr": 2e-3,
         "exclude_bias_norm": True,

@@ -47,6 +47,10 @@ class ViewSpec:
     grayscale_p: float = 0.2
     blur_p: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    #: the blur's kernel as a fraction of the side (SimCLR's and torchvision's truncated Gaussian);
+    #: 0: untruncated (4 sigma either side), Pillow's ImageFilter.GaussianBlur, which the official
+    #: MoCo v2/v3, SwAV, SimSiam, Barlow Twins, DINO and iBOT code and solo-learn use. It matters
+    #: below about 170 px (multi-crop's 96-px views, CIFAR); the Pillow path always uses Pillow's blur
     blur_kernel_frac: float = 0.1
     solarize_p: float = 0.0
     #: resampling of the resized crop: bicubic (SimCLR, BYOL, Barlow Twins, DINO) or torchvision's

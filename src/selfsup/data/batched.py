@@ -11,7 +11,7 @@ Each operation matches torchvision's tensor functional of the same name for the 
 saturation/hue``, ``rgb_to_grayscale``, ``gaussian_blur`` (reflect padding), ``solarize``.
 Deviation from the Pillow path: crops are resampled bilinearly without antialiasing whatever the
 view's ``interpolation`` (Pillow: that interpolation with antialiasing), and blur is a true Gaussian
-of ``blur_kernel_frac`` of the image side rather than Pillow's box approximation.
+of ``blur_kernel_frac`` of the image side (untruncated with 0) rather than Pillow's box approximation.
 """
 
 from __future__ import annotations

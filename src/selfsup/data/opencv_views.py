@@ -11,9 +11,9 @@ computes the views from those parameters as torchvision's functionals define the
   ``ImageOps.solarize``); grayscale is within 1 level of Pillow's, saturation within 2;
 - hue is rotated in float HSV (torchvision's tensor ``adjust_hue``, within one level), not in
   Pillow's 8-bit HSV (which is up to 7 levels off that);
-- blur is a true Gaussian of ``blur_kernel_frac`` of the side with reflected borders
-  (torchvision's ``gaussian_blur``, the batched path's and SimCLR's blur), where the Pillow path
-  uses Pillow's box approximation;
+- blur is a true Gaussian of ``blur_kernel_frac`` of the side (untruncated with 0) with reflected
+  borders (torchvision's ``gaussian_blur``, the batched path's and SimCLR's blur), where the Pillow
+  path uses Pillow's box approximation;
 - the result is normalized with the dataset's mean and std, as the Pillow path's last steps.
 
 Decoding is shared by an image's views, and reduced: a JPEG is decoded at 1/2, 1/4 or 1/8 of its

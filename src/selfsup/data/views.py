@@ -6,6 +6,8 @@ asymmetry (BYOL's and DINO's differently blurred views, multi-crop) is explicit 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from PIL import Image, ImageFilter
 from torchvision.transforms import InterpolationMode
@@ -15,10 +17,16 @@ from ..config import IMAGENET_MEAN, IMAGENET_STD, ViewSpec
 
 
 def blur_kernel_size(spec: ViewSpec) -> int:
-    """An odd kernel of ``blur_kernel_frac`` of the image side (SimCLR: 10%, 23 px at 224), for
-    the batched (convolution) blur; Pillow's blur needs only sigma."""
-    k = max(3, int(spec.blur_kernel_frac * spec.size))
-    return k if k % 2 == 1 else k + 1
+    """The odd kernel of the batched and OpenCV blurs: ``blur_kernel_frac`` of the image side
+    (SimCLR: 10%, 23 px at 224), or, with ``blur_kernel_frac`` 0, untruncated: 4 sigma either side
+    of the largest sigma (17 px for sigma up to 2), as Pillow's blur. Never wider than the
+    reflected border allows (2 x side - 1). Pillow's blur itself needs only sigma."""
+    if spec.blur_kernel_frac <= 0:
+        k = 2 * math.ceil(4 * max(spec.blur_sigma)) + 1
+    else:
+        k = max(3, int(spec.blur_kernel_frac * spec.size))
+        k = k if k % 2 == 1 else k + 1
+    return min(k, 2 * spec.size - 1)
 
 
 class PILGaussianBlur(torch.nn.Module):
