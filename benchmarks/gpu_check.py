@@ -29,7 +29,7 @@ leaves unused goes to the next one):
 Data: ``--data DIR`` (an ImageFolder CIFAR-10 with ``train/`` and ``test/``), else the shared archive
 ``../shared/data/cifar10-jpeg.tar.gz`` extracted once, else (with a warning) synthetic images.
 ``--smoke`` runs every phase on the CPU (one thread) on 64 synthetic images per split (or a 64-image
-subset of ``--data``), two steps an item, at tiny sizes (16 px CIFAR views, 32 px ViT views, ResNets at
+subset of ``--data``), two steps an item, at tiny sizes (16 px CIFAR views, 32 px ViT views of 2 blocks, ResNets at
 ``backbone.width=8``, DINO's prototypes capped at 4,096, batch 8), torch.compile with dynamo's ``eager``
 backend (graph capture without code generation), and one sprint epoch.
 
@@ -329,6 +329,7 @@ def item_plan(args, data: dict, device) -> list[tuple[str, str, list[str]]]:
             patch = _patch(backbone)
             top = max(patch, round(args.vit_size / patch) * patch)  # the largest view, a whole number of patches
             extra = [*view_size_overrides(preset, args.vit_size, patch), f"backbone.img_size={top}"]
+            extra += [f"backbone.depth={args.vit_depth}"] if args.vit_depth else []
             plan.append((preset, preset, common_overrides(preset, args, data, device) + extra))
     return plan
 
@@ -633,6 +634,7 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--max-batch", type=int, help="batch cap of the items (default 512; smoke 8)")
     p.add_argument("--size", type=int, help="largest view of the CIFAR presets (default: the preset's; smoke 16)")
     p.add_argument("--vit-size", type=int, help="largest view of the ViT presets (default 96; smoke 32)")
+    p.add_argument("--vit-depth", type=int, help="blocks of the ViT presets (default: theirs; smoke 2)")
     p.add_argument("--r50-size", type=int, help="ResNet-50 throughput view size (default 224; smoke 32)")
     p.add_argument("--r50-batch", type=int, help="ResNet-50 throughput batch (default 256; smoke 4)")
     p.add_argument("--resnet-width", type=int, help="backbone.width of the ResNets (default: theirs; smoke 8)")
@@ -651,6 +653,7 @@ def parse_args(argv: list[str] | None = None):
         max_batch=(8, 512),
         size=(16, 0),
         vit_size=(32, 96),
+        vit_depth=(2, 0),
         r50_size=(32, 224),
         r50_batch=(4, 256),
         resnet_width=(8, 0),
