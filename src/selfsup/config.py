@@ -71,7 +71,7 @@ class DataConfig:
     limit_seed: int = 0
     num_workers: int = 4
     #: where views are augmented: "pil" per image in the DataLoader workers (Pillow, torchvision);
-    #: "opencv" per image in the workers with OpenCV's kernels (the same parameters, about 4x less
+    #: "opencv" per image in the workers with OpenCV's kernels (the same parameters, about 3x less
     #: CPU work); "batched" in batches on the training device: images of one size in memory are
     #: cropped there too, images of several sizes are cropped per image in the workers against the
     #: whole image. "auto" (the default): "batched" when training on a GPU, "opencv" on the CPU, with

@@ -21,7 +21,7 @@ size (libjpeg's DCT scaling, Pillow's ``draft``) when every view's crop box is a
 times its output size, so no view is upsampled that was not; the boxes are drawn against the full
 image's size (from the header) and mapped onto the reduced image. ``reduce=False`` turns it off.
 
-Per view this is about 4 times less CPU work than the Pillow path at 224 px (the benchmark in
+Per view this is about 3 times less CPU work than the Pillow path at 224 px (the benchmark in
 ``benchmarks/data_throughput.py``): Pillow's 8-bit HSV conversion and its blur are most of that.
 """
 
