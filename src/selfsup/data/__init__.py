@@ -63,6 +63,7 @@ def pretrain_dataset(cfg: DataConfig, device: torch.device | str | None = None) 
     :data:`~selfsup.data.cache.CACHE_SHARE` of memory and disk. ``dataset.batch_augment`` is what the
     training loop applies to its batches.
     """
+    device = resolve_device("auto") if device is None else torch.device(device)
     source = build_source(cfg)
     idx = subset_indices(len(source), cfg.limit, cfg.limit_seed)
     if cfg.cache and cfg.decode == "device":
@@ -88,8 +89,7 @@ def pretrain_dataset(cfg: DataConfig, device: torch.device | str | None = None) 
         dataset.batch_augment = BatchedViews(cfg.views, cfg.mean, cfg.std)
     elif decode == "device":  # undecoded from the workers: decoded, cropped and augmented on the device
         dataset = ViewDataset(source, [], idx, encoded=True)
-        dev = resolve_device("auto") if device is None else torch.device(device)
-        dataset.batch_augment = DeviceDecodedViews(cfg.views, dev, cfg.mean, cfg.std)
+        dataset.batch_augment = DeviceDecodedViews(cfg.views, device, cfg.mean, cfg.std)
     else:  # several sizes: crops against the whole image per image, the rest in batches
         dataset = ViewDataset(source, [crop_transform(s) for s in views], idx)
         dataset.batch_augment = BatchedViews(cfg.views, cfg.mean, cfg.std, crop=False)

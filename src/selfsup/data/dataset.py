@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from .device_decode import Encoded, EncodedBatch, read_encoded
 from .sources import DataError, ImageSource
 
 
@@ -72,8 +73,6 @@ class ViewDataset(Dataset):
         ``make(k)``, if given, replaces loading sample ``k`` (its failures count as unreadable too)."""
         skipped = []
         if make is None and self.encoded:
-            from .device_decode import read_encoded
-
             make = lambda k: read_encoded(self.source, k)  # noqa: E731
         make = make or (self.source.load_array if self.raw else self.source.load)
         for step in range(len(self)):
@@ -113,8 +112,6 @@ class ViewDataset(Dataset):
 
 
 def collate(batch):
-    from .device_decode import Encoded, EncodedBatch
-
     nviews = len(batch[0][0])
     if isinstance(batch[0][0][0], Encoded):
         views = [EncodedBatch([b[0][0] for b in batch])]
