@@ -30,10 +30,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from ..config import IMAGENET_MEAN, IMAGENET_STD, ViewSpec
 from .batched import BatchedViews, sample_crop_boxes
-from .sources import to_rgb
+from .sources import JPEG_MAGIC, to_rgb
 from .views import expand_views
-
-_JPEG = b"\xff\xd8\xff"
 
 
 @dataclass
@@ -57,11 +55,9 @@ def read_encoded(source, i: int) -> Encoded:
     data = source.read(i)
     with Image.open(io.BytesIO(data)) as img:
         w, h = img.size
-        if data[:3] == _JPEG and img.mode in ("RGB", "L"):  # nvJPEG: baseline/progressive RGB and gray
+        if data[:3] == JPEG_MAGIC and img.mode in ("RGB", "L"):  # nvJPEG: baseline/progressive RGB and gray
             return Encoded(torch.frombuffer(bytearray(data), dtype=torch.uint8), h, w, source.name(i))
-        img.load()
-        pixels = torch.from_numpy(np.array(to_rgb(img))).permute(2, 0, 1).contiguous()
-    return Encoded(pixels, h, w, source.name(i))
+        return Encoded(_pixels(img), h, w, source.name(i))
 
 
 class EncodedBatch:
@@ -86,10 +82,15 @@ class EncodedBatch:
         return torch.tensor([(e.height, e.width) for e in self.items], dtype=torch.float64)
 
 
+def _pixels(img: Image.Image) -> torch.Tensor:
+    """A Pillow image decoded, as RGB ``(3, H, W)`` uint8."""
+    img.load()
+    return torch.from_numpy(np.array(to_rgb(img))).permute(2, 0, 1).contiguous()
+
+
 def _pil_decode(e: Encoded) -> torch.Tensor:
     with Image.open(io.BytesIO(e.data.numpy().tobytes())) as img:
-        img.load()
-        return torch.from_numpy(np.array(to_rgb(img))).permute(2, 0, 1).contiguous()
+        return _pixels(img)
 
 
 def _decode_jpeg(data, device: torch.device):

@@ -40,7 +40,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 from tqdm.auto import tqdm
 
-from .sources import DataError, FileSource, ImageSource, is_imagefolder, to_rgb
+from .sources import JPEG_MAGIC, DataError, FileSource, ImageSource, is_imagefolder, to_rgb
 
 VERSION = 1
 MAX_OPEN = 64  # shard files a process keeps open (random access touches them all; stay under ulimit -n)
@@ -224,7 +224,7 @@ class ShardSource(ImageSource):
     def load_array(self, i: int) -> np.ndarray:
         data = self.read(i)
         try:
-            if data[:3] == b"\xff\xd8\xff":  # JPEG, whatever the extension says
+            if data[:3] == JPEG_MAGIC:  # JPEG, whatever the extension says
                 x = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
                 return x.permute(1, 2, 0).numpy()
             with Image.open(io.BytesIO(data)) as img:

@@ -21,6 +21,8 @@ from PIL import Image
 from ..config import DataConfig
 from ..errors import DataError
 
+JPEG_MAGIC = b"\xff\xd8\xff"  # a JPEG file's first bytes, whatever its extension says
+
 
 def pillow_extensions() -> frozenset[str]:
     return frozenset(ext.lower() for ext in Image.registered_extensions())
